@@ -1,0 +1,8 @@
+//! Hashgrid's business rules and their storage. No HTTP, no chain I/O.
+
+pub mod db;
+pub mod ledger;
+pub mod money;
+pub mod outbox;
+pub mod schema;
+pub mod seed;

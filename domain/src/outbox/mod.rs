@@ -1,0 +1,5 @@
+//! Work waiting to be done outside the request: the job queue (and, later,
+//! the e-mails and webhooks it carries).
+
+pub mod jobs;
+pub mod schedule;

@@ -1,0 +1,1 @@
+DROP TABLE asset_networks; DROP TABLE networks; DROP TABLE assets;

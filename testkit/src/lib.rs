@@ -1,0 +1,3 @@
+pub fn x() {}
+
+pub mod smtp;
