@@ -579,7 +579,10 @@ impl<'de> Deserialize<'de> for DecimalString {
             }
         }
 
-        deserializer.deserialize_string(Visitor)
+        // deserialize_any, not deserialize_string: serde_json answers a number
+        // passed to deserialize_string with its generic "invalid type" error
+        // without asking the visitor, which would lose our message.
+        deserializer.deserialize_any(Visitor)
     }
 }
 
@@ -1143,13 +1146,17 @@ mod tests {
         let wei = Amount::from_units(1, Asset::ETH).unwrap();
         assert_eq!(max.checked_add(&wei), None);
         assert_eq!(max.neg().checked_sub(&wei), None);
-        // A sum that needs 29 significant digits stays exact (or fails),
-        // never rounded.
+        // Decimal's own `+` would round this 30-digit sum; ours stays exact.
         let big = Amount::parse("79228162514.264337593543950335", Asset::ETH, Sign::Any).unwrap();
-        match big.checked_add(&big) {
-            Some(sum) => assert_eq!(sum.to_string(), "158456325028.52867518708790067"),
-            None => {}
-        }
+        assert_eq!(
+            big.checked_add(&big).unwrap().to_string(),
+            "158456325028.52867518708790067"
+        );
+        // This sum's 30 significant digits exceed Decimal's 96-bit mantissa:
+        // refused, not rounded.
+        let odd = Amount::parse("79228162514.264337593543950331", Asset::ETH, Sign::Any).unwrap();
+        let ten = Amount::parse("100", Asset::ETH, Sign::Any).unwrap();
+        assert_eq!(odd.checked_add(&ten), None);
     }
 
     #[test]
@@ -1183,7 +1190,7 @@ mod tests {
         assert!(serde_json::from_str::<DecimalString>("null").is_err());
         assert!(serde_json::from_str::<DecimalString>("true").is_err());
 
-        #[derive(Deserialize)]
+        #[derive(Debug, Deserialize)]
         struct Body {
             amount: DecimalString,
         }
@@ -1295,7 +1302,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn split_floor_conserves(total in total(), weights in prop::collection::vec(weight(), 0..50)) {
+        fn split_floor_conserves(
+            total in total(),
+            weights in prop::collection::vec(weight(), 0..50),
+        ) {
             let (shares, remainder) = split_floor(total, &weights);
             prop_assert_eq!(shares.len(), weights.len());
             let sum = shares.iter().fold(U256::ZERO, |s, x| s + u256(*x));
@@ -1342,7 +1352,10 @@ mod tests {
         }
 
         #[test]
-        fn display_parse_round_trips(units in any::<u64>(), asset in prop::sample::select(Asset::ALL.to_vec())) {
+        fn display_parse_round_trips(
+            units in any::<u64>(),
+            asset in prop::sample::select(Asset::ALL.to_vec()),
+        ) {
             let amount = Amount::from_units(u128::from(units), asset).unwrap();
             let text = amount.to_string();
             let parsed = Amount::parse(&text, asset, Sign::NonNegative).unwrap();
@@ -1395,7 +1408,8 @@ mod tests {
             let y = Amount::from_units(b, Asset::BTC).unwrap();
             prop_assert_eq!(x.checked_add(&y).unwrap().units(), a + b);
             let diff = x.checked_sub(&y).unwrap();
-            prop_assert_eq!(diff.signed_units(), i128::try_from(a).unwrap() - i128::try_from(b).unwrap());
+            let expected = i128::try_from(a).unwrap() - i128::try_from(b).unwrap();
+            prop_assert_eq!(diff.signed_units(), expected);
             prop_assert_eq!(x.partial_cmp(&y), Some(a.cmp(&b)));
         }
     }
