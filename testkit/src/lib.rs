@@ -29,7 +29,11 @@ fn url_for(name: &str) -> anyhow::Result<String> {
     let at = admin
         .rfind("/postgres")
         .ok_or_else(|| anyhow::anyhow!("unexpected admin URL"))?;
-    Ok(format!("{}/{name}{}", &admin[..at], &admin[at + "/postgres".len()..]))
+    Ok(format!(
+        "{}/{name}{}",
+        &admin[..at],
+        &admin[at + "/postgres".len()..]
+    ))
 }
 
 /// A fingerprint of the migrations, so that a changed migration gets a new template.

@@ -1,0 +1,82 @@
+//! The actix application: routes, extractor limits, middleware, and the server.
+
+use std::net::TcpListener;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpRequest, HttpServer, web};
+use utoipa_actix_web::AppExt;
+use utoipa_actix_web::service_config::ServiceConfig;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::ApiError;
+use crate::extract;
+use crate::routes::{assets, ops};
+use crate::state::AppState;
+
+/// Every documented route. The OpenAPI spec is generated from this list.
+pub fn routes(cfg: &mut ServiceConfig) {
+    cfg.service(ops::healthz)
+        .service(ops::readyz)
+        .service(ops::metrics)
+        .service(ops::openapi_yaml)
+        .service(assets::list_assets);
+}
+
+async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+async fn docs_redirect() -> actix_web::HttpResponse {
+    actix_web::HttpResponse::PermanentRedirect()
+        .insert_header(("location", "/docs/"))
+        .finish()
+}
+
+/// Hooks for tests to add routes (a panicking handler, a body probe).
+pub type Extra = fn(&mut web::ServiceConfig);
+
+/// The application with its state. `extra` adds undocumented routes.
+pub fn app(
+    state: AppState,
+    extra: Extra,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let limit = state.config.body_limit;
+    let (app, spec) = App::new()
+        .into_utoipa_app()
+        .openapi(crate::openapi::spec())
+        .configure(routes)
+        .split_for_parts();
+    app.app_data(web::Data::new(state))
+        .app_data(web::PayloadConfig::new(limit))
+        .app_data(extract::json_config(limit))
+        .app_data(extract::query_config())
+        .app_data(extract::path_config())
+        .configure(extra)
+        .route("/docs", web::get().to(docs_redirect))
+        .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", spec))
+        .default_service(web::to(not_found))
+        .wrap(from_fn(crate::middleware::observe))
+}
+
+/// Starts serving on `listener`; SIGTERM and SIGINT stop it gracefully.
+pub fn serve(state: AppState, listener: TcpListener, extra: Extra) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || app(state.clone(), extra))
+        .listen(listener)?
+        .shutdown_timeout(30)
+        .run())
+}

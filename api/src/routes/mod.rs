@@ -1,0 +1,15 @@
+//! HTTP handlers by audience. Each stays thin: parse, authorize, call the
+//! domain, map the result.
+
+pub mod assets;
+pub mod ops;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A page of a list: `next_cursor` is null on the last page.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct List<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
