@@ -198,6 +198,26 @@ pub async fn claim(
     Ok(rows)
 }
 
+/// Claims one queued job by id (for running it in the foreground).
+pub async fn claim_by_id(
+    conn: &mut AsyncPgConnection,
+    id: i64,
+    worker: Uuid,
+    lease: Duration,
+) -> Result<Option<JobRow>, JobError> {
+    Ok(diesel::sql_query(
+        "UPDATE jobs SET state = 'running', locked_by = $2, \
+                lease_until = now() + $3 * interval '1 millisecond', attempts = attempts + 1 \
+         WHERE id = $1 AND state = 'queued' RETURNING *",
+    )
+    .bind::<BigInt, _>(id)
+    .bind::<diesel::sql_types::Uuid, _>(worker)
+    .bind::<BigInt, _>(millis(lease))
+    .get_result::<JobRow>(conn)
+    .await
+    .optional()?)
+}
+
 /// Renews the lease; `false` means the worker lost the job and must stop.
 pub async fn heartbeat(
     conn: &mut AsyncPgConnection,

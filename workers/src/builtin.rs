@@ -1,0 +1,56 @@
+//! The job kinds this binary runs, and their schedules.
+
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use domain::ledger;
+use domain::outbox::jobs;
+use domain::outbox::schedule::{Every, Schedule};
+
+use crate::runner::{JobContext, Registry};
+
+/// Checks invariants 1-3 over the whole ledger; fails (visibly, in the jobs
+/// table and the logs) when anything does not reconcile.
+pub async fn reconcile_ledger(ctx: JobContext) -> anyhow::Result<()> {
+    let mut conn = ctx.pool.get().await?;
+    let problems = ledger::reconcile(&mut conn).await?;
+    if problems.is_empty() {
+        tracing::info!("ledger reconciles");
+        return Ok(());
+    }
+    for p in &problems {
+        tracing::error!(problem = %p.problem, asset = %p.asset, account = ?p.account_id,
+            expected = %p.expected, actual = %p.actual, "ledger does not reconcile");
+    }
+    anyhow::bail!("ledger does not reconcile: {} problem(s)", problems.len())
+}
+
+/// Deletes finished jobs older than 14 days.
+pub async fn prune_jobs(ctx: JobContext) -> anyhow::Result<()> {
+    let mut conn = ctx.pool.get().await?;
+    let n = jobs::prune_finished(&mut conn, Duration::from_secs(14 * 86_400)).await?;
+    tracing::info!(deleted = n, "pruned finished jobs");
+    Ok(())
+}
+
+/// Does nothing: proves the queue end to end (`workers run-once noop`).
+pub async fn noop(_ctx: JobContext) -> anyhow::Result<()> {
+    Ok(())
+}
+
+pub fn registry() -> Registry {
+    Registry::new()
+        .register("noop", noop)
+        .register("reconcile_ledger", reconcile_ledger)
+        .register("prune_jobs", prune_jobs)
+}
+
+pub fn schedules() -> Vec<Schedule> {
+    vec![
+        Schedule::new("reconcile_ledger", Every::Seconds(3600)),
+        Schedule::new(
+            "prune_jobs",
+            Every::DailyAt(NaiveTime::from_hms_opt(3, 0, 0).unwrap_or(NaiveTime::MIN)),
+        ),
+    ]
+}

@@ -1,0 +1,4 @@
+//! Hashgrid's background workers: the job runner and the jobs it runs.
+
+pub mod builtin;
+pub mod runner;
