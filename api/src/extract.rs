@@ -64,6 +64,13 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         Err(err) => {
             let path = err.path().to_string();
             let inner = err.into_inner();
+            // A field error seen before the end of a body that is not JSON at
+            // all: the syntax is the client's real mistake.
+            if inner.classify() == serde_json::error::Category::Data
+                && let Err(syntax) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            {
+                return Err(json_error(".", &syntax));
+            }
             return Err(json_error(&path, &inner));
         }
     };

@@ -1,6 +1,10 @@
 //! The API over real HTTP: a server per test on a random port, a database
 //! per test, and the shared Redis.
 
+// clippy.toml allows these inside #[test] functions only; the helpers here
+// (and in `common`) are test code too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -68,7 +72,12 @@ async fn post_probe(app: &TestApp, body: &Value) -> reqwest::Response {
         .expect("POST /test/probe")
 }
 
-async fn post_raw(app: &TestApp, path: &str, content_type: &str, body: String) -> reqwest::Response {
+async fn post_raw(
+    app: &TestApp,
+    path: &str,
+    content_type: &str,
+    body: String,
+) -> reqwest::Response {
     app.client
         .post(app.url(path))
         .header("content-type", content_type)
@@ -137,10 +146,12 @@ async fn a_garbage_request_id_is_replaced() {
     let app = spawn_app(no_routes).await;
     let too_long = "a".repeat(200);
     for sent in [too_long.as_str(), "abc 123", "a/b", "<script>", "ünï"] {
+        // from_bytes: non-ASCII (obs-text) is allowed on the wire.
+        let value = reqwest::header::HeaderValue::from_bytes(sent.as_bytes()).unwrap();
         let res = app
             .client
             .get(app.url("/healthz"))
-            .header("x-request-id", sent)
+            .header("x-request-id", value)
             .send()
             .await
             .unwrap();
@@ -279,10 +290,7 @@ async fn wrong_method_is_a_4xx_problem() {
             .await
             .unwrap();
         let status = res.status();
-        assert!(
-            status == 404 || status == 405,
-            "{method} {path}: {status}"
-        );
+        assert!(status == 404 || status == 405, "{method} {path}: {status}");
         request_id(&res);
         assert_eq!(
             header(&res, "content-type"),
@@ -325,15 +333,51 @@ async fn a_valid_body_is_parsed() {
     .await;
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
-    assert_eq!(body, json!({"asset": "USDT", "amount": "12.5", "depth": null}));
+    assert_eq!(
+        body,
+        json!({"asset": "USDT", "amount": "12.5", "depth": null})
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_json_is_400() {
     let app = spawn_app(test_routes).await;
-    for raw in [r#"{"asset":"#, "{} trailing", "not json", ""] {
+    for raw in [
+        r#"{"asset":"#,
+        r#"{"asset":"BTC" "amount":"1"}"#,
+        r#"{"asset":"BTC","amount":"1",}"#,
+        r#"{"asset":"BTC","amount":"1"} trailing"#,
+        r#"{'asset':'BTC'}"#,
+        "not json",
+        "",
+    ] {
         let res = post_raw(&app, "/test/probe", "application/json", raw.to_owned()).await;
-        problem(res, 400, "malformed_json").await;
+        let body = problem(res, 400, "malformed_json").await;
+        assert!(body.get("errors").is_none(), "{raw}: {body}");
+    }
+}
+
+/// A body that is not JSON is a 400 even when a prefix of it already fails
+/// to deserialize: the client's first problem is the syntax, and a 422 would
+/// send it looking for a field error in a document that does not parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_400_even_after_a_field_error() {
+    let app = spawn_app(test_routes).await;
+    for raw in [
+        "{} trailing",
+        r#"{"asset":"XYZ""#,
+        r#"{"asset":"BTC","amount":1.5,"#,
+        r#"{"asset":"BTC"}}"#,
+    ] {
+        let res = post_raw(&app, "/test/probe", "application/json", raw.to_owned()).await;
+        let status = res.status();
+        let text = res.text().await.unwrap();
+        assert_eq!(
+            status, 400,
+            "{raw:?} is not JSON, yet the answer is: {text}"
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(body["code"], "malformed_json", "{raw:?}: {body}");
     }
 }
 
@@ -369,11 +413,7 @@ async fn a_missing_field_is_required() {
     validation(res, "amount", Some("required")).await;
     let res = post_probe(&app, &json!({"amount": "1"})).await;
     validation(res, "asset", Some("required")).await;
-    let res = post_probe(
-        &app,
-        &json!({"asset": "BTC", "amount": "1", "nested": {}}),
-    )
-    .await;
+    let res = post_probe(&app, &json!({"asset": "BTC", "amount": "1", "nested": {}})).await;
     validation(res, "nested.depth", Some("required")).await;
 }
 
@@ -463,7 +503,10 @@ async fn a_chunked_body_over_the_limit_is_413() {
             .contains("content-type: application/problem+json"),
         "{response}"
     );
-    assert!(response.contains(r#""code":"payload_too_large""#), "{response}");
+    assert!(
+        response.contains(r#""code":"payload_too_large""#),
+        "{response}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +534,10 @@ async fn deeply_nested_json_is_a_client_error() {
     let cases = [
         ("/test/probe", "[".repeat(5000)),
         ("/test/probe", "[".repeat(4000)),
-        ("/test/probe", format!("{}{}", "[".repeat(2000), "]".repeat(2000))),
+        (
+            "/test/probe",
+            format!("{}{}", "[".repeat(2000), "]".repeat(2000)),
+        ),
         (
             "/test/probe",
             format!(
@@ -500,7 +546,10 @@ async fn deeply_nested_json_is_a_client_error() {
                 "}".repeat(400)
             ),
         ),
-        ("/test/any", format!("{}{}", "[".repeat(2000), "]".repeat(2000))),
+        (
+            "/test/any",
+            format!("{}{}", "[".repeat(2000), "]".repeat(2000)),
+        ),
         ("/test/any", r#"{"a":"#.repeat(800)),
     ];
     for (path, raw) in cases {

@@ -7,8 +7,8 @@ const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml");
 
 #[test]
 fn committed_openapi_yaml_matches_the_code() {
-    let committed = std::fs::read_to_string(COMMITTED)
-        .unwrap_or_else(|e| panic!("reading {COMMITTED}: {e}"));
+    let committed =
+        std::fs::read_to_string(COMMITTED).unwrap_or_else(|e| panic!("reading {COMMITTED}: {e}"));
     let generated = api::openapi::spec_yaml().unwrap();
     if committed != generated {
         let first = committed
@@ -67,9 +67,15 @@ fn resolve<'a>(spec: &'a OpenApi, response: &'a RefOr<Response>) -> Option<&'a R
 fn every_operation_documents_a_response() {
     let spec = api::openapi::spec();
     assert!(
-        ["/healthz", "/readyz", "/metrics", "/openapi.yaml", "/v1/assets"]
-            .iter()
-            .all(|p| spec.paths.paths.contains_key(*p)),
+        [
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.yaml",
+            "/v1/assets"
+        ]
+        .iter()
+        .all(|p| spec.paths.paths.contains_key(*p)),
         "the spec is missing documented routes: {:?}",
         spec.paths.paths.keys().collect::<Vec<_>>()
     );

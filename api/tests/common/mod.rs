@@ -110,7 +110,11 @@ pub async fn problem(res: reqwest::Response, status: u16, code: &str) -> Value {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     assert_eq!(body["code"], code, "code; body: {body}");
     assert_eq!(body["status"], status, "status member; body: {body}");
-    assert_eq!(body["type"], format!("/problems/{code}"), "type; body: {body}");
+    assert_eq!(
+        body["type"],
+        format!("/problems/{code}"),
+        "type; body: {body}"
+    );
     assert!(body["title"].is_string(), "title; body: {body}");
     body
 }
