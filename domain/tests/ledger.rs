@@ -1,6 +1,8 @@
 //! The ledger against the real PostgreSQL: invariants 1-7 of RELIABILITY.md,
 //! concurrency, and a model-checked property test of random batches.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 
 use diesel_async::{AsyncPgConnection, RunQueryDsl};

@@ -1,6 +1,8 @@
 //! The job queue against the real PostgreSQL: exactly-once with several
 //! runners, resumption after a worker dies, retries then failure, schedules.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use diesel::sql_types::{BigInt, Text};
