@@ -23,7 +23,8 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
 }
 
-fn url_for(name: &str) -> anyhow::Result<String> {
+/// The URL of database `name` on the test server.
+pub fn url_for(name: &str) -> anyhow::Result<String> {
     let (admin, _) = db::split_database_url(&server_url())?;
     // admin is …/postgres plus an optional query string
     let at = admin
@@ -169,26 +170,56 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         self.pool.close();
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: drop the database from a thread
-        // with a runtime of its own.
-        let dropper = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok(mut conn) = admin_conn().await {
-                    let _ = diesel::sql_query(format!(
-                        "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
-                    ))
-                    .execute(&mut conn)
-                    .await;
-                }
-            });
-        });
-        let _ = dropper.join();
+        drop_database_blocking(self.name.clone());
     }
+}
+
+/// The name and URL of a database that does not exist yet (for testing that
+/// the binaries create it); dropped, if it was created, when this is dropped.
+pub struct MissingDb {
+    name: String,
+    url: String,
+}
+
+impl MissingDb {
+    pub fn new() -> anyhow::Result<MissingDb> {
+        let name = format!("hgnew_{}", uuid::Uuid::new_v4().simple());
+        let url = url_for(&name)?;
+        Ok(MissingDb { name, url })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for MissingDb {
+    fn drop(&mut self) {
+        drop_database_blocking(self.name.clone());
+    }
+}
+
+fn drop_database_blocking(name: String) {
+    // Drop may run inside a test's runtime: use a thread with its own.
+    let dropper = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            if let Ok(mut conn) = admin_conn().await {
+                let _ =
+                    diesel::sql_query(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await;
+            }
+        });
+    });
+    let _ = dropper.join();
 }

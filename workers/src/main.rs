@@ -79,7 +79,7 @@ fn main() -> anyhow::Result<()> {
             }
             _ => {
                 let shutdown = CancellationToken::new();
-                tokio::spawn(stop_on_signal(shutdown.clone()));
+                stop_on_signal(shutdown.clone())?;
                 let runner = runner.with_schedules(workers::builtin::schedules());
                 println!("workers running (worker id {})", runner.worker_id());
                 runner.run(shutdown).await
@@ -88,29 +88,21 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot listen for SIGTERM");
-                    let _ = ctrl_c.await;
-                    shutdown.cancel();
-                    return;
-                }
-            };
+/// Registers SIGTERM and SIGINT now (so a signal that comes right after
+/// start-up is not lost) and cancels `shutdown` on the first of them.
+fn stop_on_signal(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received");
-    shutdown.cancel();
+        tracing::info!("shutdown signal received");
+        shutdown.cancel();
+    });
+    Ok(())
 }
 
 fn init_tracing(prod: bool) {
