@@ -1,6 +1,7 @@
 //! Hashgrid's business rules and their storage. No HTTP, no chain I/O.
 
 pub mod db;
+pub mod identity;
 pub mod ledger;
 pub mod money;
 pub mod outbox;

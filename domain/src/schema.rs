@@ -77,15 +77,160 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    audit_log (id) {
+        id -> Int8,
+        at -> Timestamptz,
+        actor -> Text,
+        action -> Text,
+        target -> Text,
+        ip -> Text,
+        before -> Nullable<Jsonb>,
+        after -> Nullable<Jsonb>,
+        prev_hash -> Bytea,
+        hash -> Bytea,
+    }
+}
+
+diesel::table! {
+    email_tokens (token_hash) {
+        token_hash -> Bytea,
+        user_id -> Uuid,
+        purpose -> Text,
+        data -> Jsonb,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    emails (id) {
+        id -> Uuid,
+        to_address -> Text,
+        template -> Text,
+        subject -> Text,
+        text_body -> Text,
+        html_body -> Text,
+        sent_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    partner_keys (id) {
+        id -> Text,
+        partner_id -> Uuid,
+        secret_enc -> Bytea,
+        scopes -> Array<Text>,
+        ip_allowlist -> Array<Text>,
+        expires_at -> Nullable<Timestamptz>,
+        revoked_at -> Nullable<Timestamptz>,
+        created_by -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        last_used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    partners (id) {
+        id -> Uuid,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    recovery_codes (user_id, code_hash) {
+        user_id -> Uuid,
+        code_hash -> Bytea,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    refresh_tokens (token_hash) {
+        token_hash -> Bytea,
+        session_id -> Uuid,
+        created_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    security_events (id) {
+        id -> Int8,
+        user_id -> Uuid,
+        kind -> Text,
+        ip -> Text,
+        withdrawals_locked_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    sessions (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        audience -> Text,
+        device -> Text,
+        ip -> Text,
+        created_at -> Timestamptz,
+        last_used_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        revoked_at -> Nullable<Timestamptz>,
+        revoked_reason -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    users (id) {
+        id -> Uuid,
+        email -> Text,
+        email_verified_at -> Nullable<Timestamptz>,
+        password_hash -> Text,
+        country -> Text,
+        role -> Nullable<Text>,
+        partner_id -> Nullable<Uuid>,
+        status -> Text,
+        kyc_level -> Int4,
+        totp_secret_enc -> Nullable<Bytea>,
+        totp_enabled_at -> Nullable<Timestamptz>,
+        totp_last_step -> Int8,
+        must_change_password -> Bool,
+        password_changed_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
+diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(partner_keys -> partners (partner_id));
+diesel::joinable!(recovery_codes -> users (user_id));
+diesel::joinable!(refresh_tokens -> sessions (session_id));
+diesel::joinable!(security_events -> users (user_id));
+diesel::joinable!(sessions -> users (user_id));
+diesel::joinable!(users -> partners (partner_id));
 diesel::joinable!(accounts -> assets (asset));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     asset_networks,
     assets,
+    audit_log,
+    email_tokens,
+    emails,
     jobs,
     networks,
+    partner_keys,
+    partners,
+    recovery_codes,
+    refresh_tokens,
+    security_events,
+    sessions,
     transfers,
+    users,
 );

@@ -63,6 +63,8 @@ fn diesel_type(udt: &str) -> String {
         "timestamptz" => "Timestamptz",
         "uuid" => "Uuid",
         "jsonb" => "Jsonb",
+        "bytea" => "Bytea",
+        "_text" => "Array<Text>",
         other => other,
     }
     .to_owned()

@@ -1,0 +1,11 @@
+//! Identity and access: customers, back-office staff and partners; their
+//! passwords, tokens, sessions, 2FA, roles, API keys and the audit log.
+
+pub mod audit;
+pub mod crypto;
+pub mod email;
+pub mod jurisdictions;
+pub mod partner_sig;
+pub mod password;
+pub mod roles;
+pub mod totp;

@@ -1,0 +1,13 @@
+DROP TABLE emails;
+DROP FUNCTION audit_log_broken_links();
+DROP TABLE audit_log CASCADE;
+DROP FUNCTION audit_log_is_append_only();
+DROP FUNCTION audit_log_chain();
+DROP TABLE partner_keys;
+DROP TABLE security_events;
+DROP TABLE recovery_codes;
+DROP TABLE refresh_tokens;
+DROP TABLE sessions;
+DROP TABLE email_tokens;
+DROP TABLE users;
+DROP TABLE partners;
