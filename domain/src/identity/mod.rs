@@ -8,4 +8,5 @@ pub mod jurisdictions;
 pub mod partner_sig;
 pub mod password;
 pub mod roles;
+pub mod tokens;
 pub mod totp;
