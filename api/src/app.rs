@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
 use crate::extract;
-use crate::routes::{assets, ops};
+use crate::routes::{assets, auth, me, ops};
 use crate::state::AppState;
 
 /// Every documented route. The OpenAPI spec is generated from this list.
@@ -22,7 +22,35 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(ops::readyz)
         .service(ops::metrics)
         .service(ops::openapi_yaml)
-        .service(assets::list_assets);
+        .service(me::jwks)
+        .service(assets::list_assets)
+        // customer auth and account
+        .service(auth::register)
+        .service(auth::verify_email)
+        .service(auth::customer_login)
+        .service(auth::customer_login_2fa)
+        .service(auth::customer_refresh)
+        .service(auth::customer_logout)
+        .service(auth::customer_logout_all)
+        .service(auth::password_reset)
+        .service(auth::password_reset_confirm)
+        .service(me::me)
+        .service(me::customer_change_password)
+        .service(me::two_factor_status)
+        .service(me::customer_enrol)
+        .service(me::customer_confirm)
+        .service(me::customer_disable)
+        .service(me::sessions)
+        .service(me::revoke_session)
+        // staff auth and account
+        .service(auth::admin_login)
+        .service(auth::admin_login_2fa)
+        .service(auth::admin_refresh)
+        .service(auth::admin_logout)
+        .service(me::staff_change_password)
+        .service(me::staff_enrol)
+        .service(me::staff_confirm)
+        .service(me::staff_step_up);
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

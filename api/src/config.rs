@@ -23,6 +23,22 @@ pub struct Config {
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
     pub db_pool_size: usize,
+    /// PEM files of Ed25519 keys (`HASHGRID_JWT_KEYS`, comma-separated):
+    /// the first signs, the others only verify (rotation).
+    pub jwt_key_files: Vec<String>,
+    /// Base64 of the 32-byte key that encrypts TOTP and partner secrets.
+    pub secrets_key: Option<String>,
+    /// Where dev keys and dev mail are kept.
+    pub state_dir: String,
+    /// Base URL of the customer app, for links in e-mails.
+    pub app_url: String,
+    pub restricted_countries: Option<String>,
+    pub demo_password: Option<String>,
+    pub argon2_m_kib: u32,
+    pub argon2_t: u32,
+    pub argon2_p: u32,
+    /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
+    pub trust_proxy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,7 +98,33 @@ impl Config {
             demo: flag("HASHGRID_DEMO")?,
             body_limit: number("HASHGRID_BODY_LIMIT", 64 * 1024)?,
             db_pool_size: number("HASHGRID_DB_POOL_SIZE", 16)?,
+            jwt_key_files: get("HASHGRID_JWT_KEYS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            secrets_key: get("HASHGRID_SECRETS_KEY"),
+            state_dir: get("HASHGRID_STATE_DIR").unwrap_or_else(|| "var".to_owned()),
+            app_url: get("HASHGRID_APP_URL").unwrap_or_else(|| "http://localhost:3000".to_owned()),
+            restricted_countries: get("HASHGRID_RESTRICTED_COUNTRIES"),
+            demo_password: get("HASHGRID_DEMO_PASSWORD"),
+            argon2_m_kib: u32::try_from(number("HASHGRID_ARGON2_M_KIB", 19_456)?)
+                .unwrap_or(u32::MAX),
+            argon2_t: u32::try_from(number("HASHGRID_ARGON2_T", 2)?).unwrap_or(u32::MAX),
+            argon2_p: u32::try_from(number("HASHGRID_ARGON2_P", 1)?).unwrap_or(u32::MAX),
+            trust_proxy: flag("HASHGRID_TRUST_PROXY")?,
         };
+        if let Some(list) = &config.restricted_countries {
+            domain::identity::jurisdictions::Restrictions::parse(list).map_err(|why| {
+                ConfigError::Invalid {
+                    name: "HASHGRID_RESTRICTED_COUNTRIES",
+                    why,
+                }
+            })?;
+        }
         if env == Env::Prod {
             let mut problems = Vec::new();
             if get("DATABASE_URL").is_none() {
@@ -96,6 +138,14 @@ impl Config {
             }
             if config.demo {
                 problems.push("HASHGRID_DEMO must be off");
+            }
+            if config.jwt_key_files.is_empty() {
+                problems.push(
+                    "HASHGRID_JWT_KEYS must name the signing key files (dev keys are refused)",
+                );
+            }
+            if config.secrets_key.is_none() {
+                problems.push("HASHGRID_SECRETS_KEY must be set (dev keys are refused)");
             }
             if !problems.is_empty() {
                 return Err(ConfigError::UnsafeForProd(problems.join("; ")));
@@ -141,6 +191,11 @@ mod tests {
                 ("DATABASE_URL", "postgres://db/h"),
                 ("REDIS_URL", "redis://r"),
                 ("SMTP_URL", "smtp://m:25"),
+                ("HASHGRID_JWT_KEYS", "/etc/hashgrid/jwt.pem"),
+                (
+                    "HASHGRID_SECRETS_KEY",
+                    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+                ),
             ])
             .is_ok()
         );

@@ -206,6 +206,36 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+impl From<domain::identity::service::IdentityError> for ApiError {
+    fn from(e: domain::identity::service::IdentityError) -> Self {
+        use domain::identity::service::IdentityError as I;
+        let status = match &e {
+            I::Validation {
+                field,
+                code,
+                message,
+            } => {
+                return ApiError::validation(vec![FieldError::new(*field, *code, message.clone())]);
+            }
+            I::JurisdictionRestricted(_) => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            I::EmailTaken | I::TotpNotEnabled | I::TotpAlreadyEnabled | I::TotpNotEnrolled => {
+                StatusCode::CONFLICT
+            }
+            I::InvalidCredentials
+            | I::Token(_)
+            | I::SessionEnded
+            | I::InvalidRefreshToken
+            | I::RefreshTokenReused
+            | I::InvalidSecondFactor => StatusCode::UNAUTHORIZED,
+            I::EmailNotVerified | I::AccountDisabled | I::StepUpRequired => StatusCode::FORBIDDEN,
+            I::InvalidEmailToken => StatusCode::BAD_REQUEST,
+            I::NotFound => StatusCode::NOT_FOUND,
+            I::Internal(_) => return ApiError::internal(anyhow::anyhow!("{e}")),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
 impl From<domain::db::DbSetupError> for ApiError {
     fn from(e: domain::db::DbSetupError) -> Self {
         ApiError::internal(e)

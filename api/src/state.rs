@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use domain::db::PgPool;
+use domain::identity::service::Identity;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
@@ -13,16 +14,31 @@ pub struct AppState {
     pub pool: PgPool,
     pub redis: redis::Client,
     pub metrics: PrometheusHandle,
+    pub identity: Arc<Identity>,
+    pub limiter: Arc<crate::ratelimit::RateLimiter>,
 }
 
 impl AppState {
+    /// State with keys generated in memory when none are configured (tests, one-off tools).
     pub fn new(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
+        let identity = crate::identity::build(&config, false)?;
+        Self::with_identity(config, pool, identity)
+    }
+
+    pub fn with_identity(
+        config: Config,
+        pool: PgPool,
+        identity: Identity,
+    ) -> anyhow::Result<AppState> {
         let redis = redis::Client::open(config.redis_url.as_str())?;
+        let limiter = crate::ratelimit::RateLimiter::new(redis.clone());
         Ok(AppState {
             config: Arc::new(config),
             pool,
             redis,
             metrics: crate::telemetry::metrics_handle(),
+            identity: Arc::new(identity),
+            limiter: Arc::new(limiter),
         })
     }
 

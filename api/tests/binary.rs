@@ -70,24 +70,28 @@ async fn serves_and_stops_gracefully_on_sigterm() {
         .env("BIND_ADDR", "127.0.0.1:0")
         .env("HASHGRID_DEMO", "1")
         .env("HASHGRID_ENV", "dev")
+        .env(
+            "HASHGRID_STATE_DIR",
+            std::env::temp_dir().join(format!("hg-state-{}", db.name())),
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let line = tokio::task::spawn_blocking(move || {
-        let mut reader = BufReader::new(stdout);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 {
-            if line.contains("listening on") {
-                return line;
+    // Read stdout to the end in the background, handing over the "listening" line.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.contains("listening on")
+                && let Some(tx) = tx.take()
+            {
+                let _ = tx.send(line);
             }
-            line.clear();
         }
-        panic!("api exited before listening");
-    })
-    .await
-    .unwrap();
+    });
+    let line = rx.await.expect("api exited before listening");
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))

@@ -4,9 +4,9 @@ use diesel::prelude::*;
 use diesel::upsert::excluded;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use crate::ledger::{self, AccountKind, LedgerError, Owner};
-use crate::money::{Asset, Network, decimals_on};
-use crate::schema::{asset_networks, assets, networks};
+use crate::ledger::{self, AccountKind, LedgerError, NewTransfer, Owner, TransferKind};
+use crate::money::{Amount, Asset, Network, Sign, decimals_on};
+use crate::schema::{asset_networks, assets, networks, users};
 
 /// Makes the assets and networks tables match `domain::money`, the source of
 /// truth. Idempotent; runs at every start.
@@ -70,9 +70,82 @@ pub async fn reference_data(conn: &mut AsyncPgConnection) -> Result<(), diesel::
     .await
 }
 
-/// The demo seed (`HASHGRID_DEMO=1`): the platform's own accounts in every
-/// asset. Later issues add the demo users, catalog and balances.
-pub async fn demo(conn: &mut AsyncPgConnection) -> Result<(), LedgerError> {
+pub const DEMO_ADMIN_EMAIL: &str = "admin@hashgrid.local";
+pub const DEMO_CUSTOMER_EMAIL: &str = "demo@hashgrid.local";
+
+/// What the demo customer starts with, per asset.
+const DEMO_BALANCES: [(Asset, &str); 6] = [
+    (Asset::BTC, "1.5"),
+    (Asset::ETH, "20"),
+    (Asset::DOGE, "100000"),
+    (Asset::BNB, "40"),
+    (Asset::USDT, "50000"),
+    (Asset::USDC, "50000"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SeedError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error(transparent)]
+    Database(#[from] diesel::result::Error),
+    #[error("demo seed: {0}")]
+    Other(String),
+}
+
+/// The demo seed (`HASHGRID_DEMO=1`): reference data, the platform's own
+/// accounts, the superadmin `admin@hashgrid.local` and the verified customer
+/// `demo@hashgrid.local` with a balance in every asset. `password_hash` is
+/// the argon2 hash of `HASHGRID_DEMO_PASSWORD`; existing users keep theirs.
+/// Idempotent: balances are posted under fixed references.
+pub async fn demo(conn: &mut AsyncPgConnection, password_hash: &str) -> Result<(), SeedError> {
+    platform_accounts(conn).await?;
+    let now = chrono::Utc::now();
+    for (email, role) in [
+        (DEMO_ADMIN_EMAIL, Some("superadmin")),
+        (DEMO_CUSTOMER_EMAIL, None),
+    ] {
+        diesel::insert_into(users::table)
+            .values((
+                users::id.eq(uuid::Uuid::now_v7()),
+                users::email.eq(email),
+                users::password_hash.eq(password_hash),
+                users::country.eq("DE"),
+                users::role.eq(role),
+                users::email_verified_at.eq(now),
+            ))
+            .on_conflict(users::email)
+            .do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    let customer: uuid::Uuid = users::table
+        .filter(users::email.eq(DEMO_CUSTOMER_EMAIL))
+        .select(users::id)
+        .first(conn)
+        .await?;
+    for (asset, amount) in DEMO_BALANCES {
+        let amount = Amount::parse(amount, asset, Sign::Positive)
+            .map_err(|e| SeedError::Other(e.to_string()))?;
+        let equity =
+            ledger::open_account(conn, &Owner::Platform, asset, AccountKind::Equity).await?;
+        let account =
+            ledger::open_account(conn, &Owner::User(customer), asset, AccountKind::Customer)
+                .await?;
+        let t = NewTransfer::new(
+            format!("demo:balance:{asset}"),
+            TransferKind::Adjustment,
+            equity.id,
+            account.id,
+            amount,
+        );
+        ledger::post_batch(conn, &[t.into()]).await?;
+    }
+    Ok(())
+}
+
+/// The platform's own accounts in every asset.
+pub async fn platform_accounts(conn: &mut AsyncPgConnection) -> Result<(), SeedError> {
     reference_data(conn).await?;
     for asset in Asset::ALL {
         for kind in [

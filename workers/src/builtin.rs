@@ -43,6 +43,7 @@ pub fn registry() -> Registry {
         .register("noop", noop)
         .register("reconcile_ledger", reconcile_ledger)
         .register("prune_jobs", prune_jobs)
+        .register("send_email", crate::mailer::send_email_job)
 }
 
 pub fn schedules() -> Vec<Schedule> {

@@ -1,4 +1,5 @@
 //! Hashgrid's background workers: the job runner and the jobs it runs.
 
 pub mod builtin;
+pub mod mailer;
 pub mod runner;

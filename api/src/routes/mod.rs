@@ -2,6 +2,8 @@
 //! domain, map the result.
 
 pub mod assets;
+pub mod auth;
+pub mod me;
 pub mod ops;
 
 use serde::Serialize;

@@ -8,5 +8,7 @@ pub mod jurisdictions;
 pub mod partner_sig;
 pub mod password;
 pub mod roles;
+pub mod service;
+pub mod store;
 pub mod tokens;
 pub mod totp;

@@ -1,0 +1,257 @@
+//! Who is calling: extractors for the three kinds of credentials.
+//!
+//! - [`Customer`]: a customer access token (`Authorization: Bearer`, audience customer).
+//! - [`Staff`]: a back-office access token (audience admin); the permission
+//!   comes from [`ADMIN_ROUTES`] by the matched route, so an admin route
+//!   without a declared permission is refused (fail closed).
+//! - Partner requests are HMAC-signed; see `routes::partner`.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{FromRequest, HttpRequest, web};
+use domain::identity::roles::{Permission, Role};
+use domain::identity::service::{Authenticated, ClientInfo, IdentityError};
+use domain::identity::tokens::{Audience, Purpose, TokenError};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Every `/admin/v1` route and the permission it needs. The route table test
+/// walks this list with every role and with customer and partner credentials.
+pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
+    ("GET", "/admin/v1/users", Permission::UsersRead),
+    ("GET", "/admin/v1/users/{id}", Permission::UsersRead),
+    (
+        "POST",
+        "/admin/v1/users/{id}/disable",
+        Permission::UsersWrite,
+    ),
+    (
+        "POST",
+        "/admin/v1/users/{id}/enable",
+        Permission::UsersWrite,
+    ),
+    ("POST", "/admin/v1/staff", Permission::StaffManage),
+    ("GET", "/admin/v1/audit-log", Permission::AuditRead),
+    ("GET", "/admin/v1/audit-log/verify", Permission::AuditRead),
+    ("GET", "/admin/v1/partners", Permission::PartnersRead),
+    ("POST", "/admin/v1/partners", Permission::PartnersManage),
+    (
+        "POST",
+        "/admin/v1/partners/{id}/keys",
+        Permission::PartnersManage,
+    ),
+    (
+        "GET",
+        "/admin/v1/partners/{id}/keys",
+        Permission::PartnersRead,
+    ),
+    (
+        "DELETE",
+        "/admin/v1/partners/{id}/keys/{key_id}",
+        Permission::PartnersManage,
+    ),
+    (
+        "GET",
+        "/admin/v1/reports/reconciliation",
+        Permission::ReportsRead,
+    ),
+];
+
+pub fn admin_permission(method: &Method, pattern: &str) -> Option<Permission> {
+    ADMIN_ROUTES
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == pattern)
+        .map(|(_, _, perm)| *perm)
+}
+
+/// The client's address and device, for sessions and the audit log.
+pub fn client_info(req: &HttpRequest) -> ClientInfo {
+    let trust_proxy = req
+        .app_data::<web::Data<AppState>>()
+        .is_some_and(|s| s.config.trust_proxy);
+    let ip = if trust_proxy {
+        req.connection_info()
+            .realip_remote_addr()
+            .map(str::to_owned)
+    } else {
+        req.peer_addr().map(|a| a.ip().to_string())
+    }
+    .unwrap_or_default();
+    let device = req
+        .headers()
+        .get(actix_web::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    ClientInfo { ip, device }
+}
+
+/// The IP alone, as a rate-limit key.
+pub fn client_ip(req: &HttpRequest) -> String {
+    client_info(req).ip
+}
+
+fn bearer(req: &HttpRequest) -> Option<String> {
+    let v = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+fn unauthorized(code: &'static str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, code, detail)
+}
+
+fn state(req: &HttpRequest) -> Result<web::Data<AppState>, ApiError> {
+    req.app_data::<web::Data<AppState>>()
+        .cloned()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("application state missing")))
+}
+
+async fn authenticate(req: HttpRequest, audience: Audience) -> Result<Authenticated, ApiError> {
+    let state = state(&req)?;
+    let Some(token) = bearer(&req) else {
+        return Err(unauthorized(
+            "unauthorized",
+            "send an access token: Authorization: Bearer <token>",
+        ));
+    };
+    let mut conn = state.conn().await?;
+    match state
+        .identity
+        .authenticate(&mut conn, &token, audience)
+        .await
+    {
+        Ok(who) => Ok(who),
+        Err(IdentityError::Internal(e)) => Err(ApiError::internal(anyhow::anyhow!(e))),
+        Err(e) => Err(unauthorized(e.code(), &e.to_string())),
+    }
+}
+
+/// An authenticated customer.
+pub struct Customer(pub Authenticated);
+
+impl FromRequest for Customer {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(req, Audience::Customer).await.map(Customer) })
+    }
+}
+
+/// An authenticated staff member allowed to call the matched admin route.
+pub struct Staff {
+    pub who: Authenticated,
+    pub role: Role,
+    pub permission: Permission,
+}
+
+impl Staff {
+    pub fn actor(&self) -> String {
+        self.who.actor()
+    }
+}
+
+impl FromRequest for Staff {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = state(&req)?;
+            // Another audience's valid credentials are forbidden here, not unknown.
+            if bearer(&req).is_none()
+                && req
+                    .headers()
+                    .contains_key(domain::identity::partner_sig::HEADER_KEY)
+            {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "partner keys cannot call the back office",
+                ));
+            }
+            let who = match authenticate(req.clone(), Audience::Admin).await {
+                Ok(who) => who,
+                Err(e) if e.code() == TokenError::WrongAudience.code() => {
+                    let token = bearer(&req).unwrap_or_default();
+                    if state
+                        .identity
+                        .keys
+                        .verify(&token, Audience::Customer, Purpose::Access)
+                        .is_ok()
+                    {
+                        return Err(ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "forbidden",
+                            "customer tokens cannot call the back office",
+                        ));
+                    }
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            };
+            let role = who.user.role().ok_or_else(|| {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", "not a staff account")
+            })?;
+            let pattern = req.match_pattern().unwrap_or_default();
+            let Some(permission) = admin_permission(req.method(), &pattern) else {
+                tracing::error!(%pattern, method = %req.method(), "admin route without a declared permission");
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "this route declares no permission",
+                ));
+            };
+            if !role.can(permission) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("role {} may not {permission:?}", role.as_str()),
+                ));
+            }
+            if who.user.must_change_password {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "password_change_required",
+                    "change the one-time password first (POST /admin/v1/me/password)",
+                ));
+            }
+            if permission.needs_step_up() && !state.identity.step_up_satisfied(&who) {
+                return Err(IdentityError::StepUpRequired.into());
+            }
+            Ok(Staff {
+                who,
+                role,
+                permission,
+            })
+        })
+    }
+}
+
+/// An authenticated staff member on a route that needs no permission (their own account).
+pub struct StaffSelf(pub Authenticated);
+
+impl FromRequest for StaffSelf {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move { authenticate(req, Audience::Admin).await.map(StaffSelf) })
+    }
+}
