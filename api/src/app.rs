@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
 use crate::extract;
-use crate::routes::{assets, auth, me, ops};
+use crate::routes::{admin, assets, auth, me, ops};
 use crate::state::AppState;
 
 /// Every documented route. The OpenAPI spec is generated from this list.
@@ -50,7 +50,21 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(me::staff_change_password)
         .service(me::staff_enrol)
         .service(me::staff_confirm)
-        .service(me::staff_step_up);
+        .service(me::staff_step_up)
+        // back office
+        .service(admin::list_users)
+        .service(admin::get_user)
+        .service(admin::disable_user)
+        .service(admin::enable_user)
+        .service(admin::create_staff)
+        .service(admin::audit_log)
+        .service(admin::audit_verify)
+        .service(admin::list_partners)
+        .service(admin::create_partner)
+        .service(admin::create_partner_key)
+        .service(admin::list_partner_keys)
+        .service(admin::revoke_partner_key)
+        .service(admin::reconciliation);
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -53,6 +53,12 @@ const REFRESH_PER_IP: Limit = Limit {
     window: Duration::from_secs(60),
 };
 
+/// A rate-limit key for an e-mail address: hashed, so Redis holds no addresses.
+fn account_key(email: &str) -> String {
+    let digest = domain::identity::crypto::sha256(email.trim().to_ascii_lowercase().as_bytes());
+    hex::encode(&digest[..16])
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
@@ -169,10 +175,13 @@ async fn login(
         .limiter
         .enforce(&LOGIN_PER_IP, &ip, FailMode::Closed)
         .await?;
-    let account_key = body.email.trim().to_ascii_lowercase();
     state
         .limiter
-        .enforce(&LOGIN_PER_ACCOUNT, &account_key, FailMode::Closed)
+        .enforce(
+            &LOGIN_PER_ACCOUNT,
+            &account_key(&body.email),
+            FailMode::Closed,
+        )
         .await?;
     let mut conn = state.conn().await?;
     let outcome = state
@@ -440,7 +449,7 @@ pub async fn password_reset(
         .limiter
         .enforce(
             &RESET_PER_ACCOUNT,
-            &body.email.trim().to_ascii_lowercase(),
+            &account_key(&body.email),
             FailMode::Closed,
         )
         .await?;

@@ -1,6 +1,7 @@
 //! HTTP handlers by audience. Each stays thin: parse, authorize, call the
 //! domain, map the result.
 
+pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod me;

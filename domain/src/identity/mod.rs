@@ -6,6 +6,7 @@ pub mod crypto;
 pub mod email;
 pub mod jurisdictions;
 pub mod partner_sig;
+pub mod partners;
 pub mod password;
 pub mod roles;
 pub mod service;

@@ -359,6 +359,13 @@ mod tests {
     const OPENSSL_SIGNATURE: &str =
         "78c84296dd1b30690412a22488a00361292449580ca31c7b526bfbc0343ac079";
 
+    type Headers<'a> = (
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<&'a str>,
+    );
+
     fn canonical() -> String {
         canonical_request("post", "/partner/v1/orders", "b=2&a=1", TS, NONCE, BODY)
     }
@@ -540,24 +547,27 @@ mod tests {
         let upper = sig.to_uppercase();
         let long_nonce = "n".repeat(65);
         let long_key = format!("hgk_{}", "k".repeat(200));
-        let malformed: Vec<(Option<&str>, Option<&str>, Option<&str>, Option<&str>, &str)> = vec![
-            (Some("abc123"), ok.1, ok.2, ok.3, HEADER_KEY),
-            (Some("hgk_"), ok.1, ok.2, ok.3, HEADER_KEY),
-            (Some("hgk_a b"), ok.1, ok.2, ok.3, HEADER_KEY),
-            (Some(&long_key), ok.1, ok.2, ok.3, HEADER_KEY),
-            (ok.0, Some(""), ok.2, ok.3, HEADER_TIMESTAMP),
-            (ok.0, Some("-1700000000"), ok.2, ok.3, HEADER_TIMESTAMP),
-            (ok.0, Some("+1700000000"), ok.2, ok.3, HEADER_TIMESTAMP),
-            (ok.0, Some("1700000000.5"), ok.2, ok.3, HEADER_TIMESTAMP),
-            (ok.0, Some("9999999999999"), ok.2, ok.3, HEADER_TIMESTAMP),
-            (ok.0, ok.1, Some("short_nonce_15c"), ok.3, HEADER_NONCE),
-            (ok.0, ok.1, Some(&long_nonce), ok.3, HEADER_NONCE),
-            (ok.0, ok.1, Some("nonce with spaces!!"), ok.3, HEADER_NONCE),
-            (ok.0, ok.1, ok.2, Some(&upper), HEADER_SIGNATURE),
-            (ok.0, ok.1, ok.2, Some(&sig[..63]), HEADER_SIGNATURE),
-            (ok.0, ok.1, ok.2, Some("not hex"), HEADER_SIGNATURE),
+        let malformed: Vec<(Headers, &str)> = vec![
+            ((Some("abc123"), ok.1, ok.2, ok.3), HEADER_KEY),
+            ((Some("hgk_"), ok.1, ok.2, ok.3), HEADER_KEY),
+            ((Some("hgk_a b"), ok.1, ok.2, ok.3), HEADER_KEY),
+            ((Some(&long_key), ok.1, ok.2, ok.3), HEADER_KEY),
+            ((ok.0, Some(""), ok.2, ok.3), HEADER_TIMESTAMP),
+            ((ok.0, Some("-1700000000"), ok.2, ok.3), HEADER_TIMESTAMP),
+            ((ok.0, Some("+1700000000"), ok.2, ok.3), HEADER_TIMESTAMP),
+            ((ok.0, Some("1700000000.5"), ok.2, ok.3), HEADER_TIMESTAMP),
+            ((ok.0, Some("9999999999999"), ok.2, ok.3), HEADER_TIMESTAMP),
+            ((ok.0, ok.1, Some("short_nonce_15c"), ok.3), HEADER_NONCE),
+            ((ok.0, ok.1, Some(&long_nonce), ok.3), HEADER_NONCE),
+            (
+                (ok.0, ok.1, Some("nonce with spaces!!"), ok.3),
+                HEADER_NONCE,
+            ),
+            ((ok.0, ok.1, ok.2, Some(&upper)), HEADER_SIGNATURE),
+            ((ok.0, ok.1, ok.2, Some(&sig[..63])), HEADER_SIGNATURE),
+            ((ok.0, ok.1, ok.2, Some("not hex")), HEADER_SIGNATURE),
         ];
-        for (k, t, n, s, header) in malformed {
+        for ((k, t, n, s), header) in malformed {
             let err = parse_headers(k, t, n, s).unwrap_err();
             assert_eq!(
                 err,

@@ -513,3 +513,57 @@ pub async fn withdrawals_locked_until(
         .optional()?;
     Ok(until.flatten().filter(|t| *t > Utc::now()))
 }
+
+// ---- back office ----
+
+/// Users newest first; `query` matches the e-mail by substring; `before` is the cursor.
+pub async fn list_users(
+    conn: &mut AsyncPgConnection,
+    query: Option<&str>,
+    staff: Option<bool>,
+    partner: Option<Uuid>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> QueryResult<Vec<User>> {
+    let mut q = users::table
+        .select(User::as_select())
+        .order(users::id.desc())
+        .limit(limit)
+        .into_boxed();
+    if let Some(text) = query {
+        let escaped = text
+            .to_ascii_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        q = q.filter(users::email.like(format!("%{escaped}%")));
+    }
+    match staff {
+        Some(true) => q = q.filter(users::role.is_not_null()),
+        Some(false) => q = q.filter(users::role.is_null()),
+        None => {}
+    }
+    if let Some(p) = partner {
+        q = q.filter(users::partner_id.eq(p));
+    }
+    if let Some(id) = before {
+        q = q.filter(users::id.lt(id));
+    }
+    q.load(conn).await
+}
+
+/// Enables or disables an account; returns the user before the change.
+pub async fn set_status(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    status: &str,
+) -> QueryResult<Option<User>> {
+    let before = user_by_id(conn, id).await?;
+    if before.is_some() {
+        diesel::update(users::table.find(id))
+            .set(users::status.eq(status))
+            .execute(conn)
+            .await?;
+    }
+    Ok(before)
+}
