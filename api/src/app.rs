@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
 use crate::extract;
-use crate::routes::{admin, assets, auth, me, ops};
+use crate::routes::{admin, assets, auth, me, ops, partner};
 use crate::state::AppState;
 
 /// Every documented route. The OpenAPI spec is generated from this list.
@@ -64,7 +64,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(admin::create_partner_key)
         .service(admin::list_partner_keys)
         .service(admin::revoke_partner_key)
-        .service(admin::reconciliation);
+        .service(admin::reconciliation)
+        // partners
+        .service(partner::list_customers)
+        .service(partner::create_customer)
+        .service(partner::balances);
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

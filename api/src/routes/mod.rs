@@ -6,6 +6,7 @@ pub mod assets;
 pub mod auth;
 pub mod me;
 pub mod ops;
+pub mod partner;
 
 use serde::Serialize;
 use utoipa::ToSchema;
