@@ -166,11 +166,9 @@ async fn set_status(
                 .after(serde_json::json!({ "status": status })),
             )
             .await?;
-            Ok::<_, ApiError>(
-                store::user_by_id(c, id)
-                    .await?
-                    .ok_or_else(|| ApiError::not_found("user"))?,
-            )
+            store::user_by_id(c, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("user"))
         })
         .await?;
     Ok(HttpResponse::Ok().json(UserView::from(user)))
