@@ -134,3 +134,361 @@ pub async fn validation(res: reqwest::Response, field: &str, code: Option<&str>)
     );
     body
 }
+
+// ---------------------------------------------------------------------------
+// Back office and partner helpers (admin.rs, partner.rs). Each test gives
+// its clients their own address with `X-Forwarded-For` (the server trusts
+// it with [`TRUST_PROXY`]), so per-IP limits in the shared Redis do not
+// collide across parallel tests.
+// ---------------------------------------------------------------------------
+
+/// Overrides for a server that takes the client address from `X-Forwarded-For`.
+#[allow(dead_code)]
+pub const TRUST_PROXY: &[(&str, &str)] = &[("HASHGRID_TRUST_PROXY", "1")];
+
+/// The password of every account made by [`insert_user`].
+#[allow(dead_code)]
+pub const USER_PASSWORD: &str = "Quartz-lantern-meadow-91";
+
+/// A random `10.a.b.c` address (only ever sent as a header).
+#[allow(dead_code)]
+pub fn random_ip() -> String {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    format!("10.{}.{}.{}", b[0], b[1], b[2].max(1))
+}
+
+/// A client like [`TestApp::client`] that sends `X-Forwarded-For: ip`.
+#[allow(dead_code)]
+pub fn client_from(ip: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-forwarded-for",
+        reqwest::header::HeaderValue::from_str(ip).expect("an address"),
+    );
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("http client")
+}
+
+/// An e-mail address no other test uses.
+#[allow(dead_code)]
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Inserts an active, verified account with [`USER_PASSWORD`] straight into
+/// the app's database: staff with `role`, or a customer when `None`.
+#[allow(dead_code)]
+pub async fn insert_user(
+    app: &TestApp,
+    email: &str,
+    role: Option<domain::identity::roles::Role>,
+) -> uuid::Uuid {
+    use domain::identity::store;
+    let hash = domain::identity::password::PasswordHasher::default_params()
+        .hash(USER_PASSWORD)
+        .await
+        .expect("hashing the password");
+    let mut conn = app.db.conn().await.expect("a database connection");
+    store::insert_user(
+        &mut conn,
+        &store::NewUser {
+            id: uuid::Uuid::now_v7(),
+            email,
+            password_hash: &hash,
+            country: if role.is_some() { "ZZ" } else { "DE" },
+            role: role.map(domain::identity::roles::Role::as_str),
+            partner_id: None,
+            email_verified_at: Some(chrono::Utc::now()),
+            must_change_password: false,
+        },
+    )
+    .await
+    .expect("inserting the user")
+    .id
+}
+
+/// Sends `body` as JSON with an optional bearer token; answers the status
+/// and the body (JSON, or null when empty).
+#[allow(dead_code)]
+pub async fn call(
+    app: &TestApp,
+    client: &reqwest::Client,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).expect("a method");
+    let mut req = client.request(method.clone(), app.url(path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    let res = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let status = res.status().as_u16();
+    let text = res.text().await.expect("reading the body");
+    let value = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {text}"))
+    };
+    (status, value)
+}
+
+/// Logs in at `path` (`/v1/auth/login` or `/admin/v1/auth/login`) without
+/// 2FA; answers the token pair.
+#[allow(dead_code)]
+pub async fn login(
+    app: &TestApp,
+    client: &reqwest::Client,
+    path: &str,
+    email: &str,
+    password: &str,
+) -> Value {
+    let (status, body) = call(
+        app,
+        client,
+        "POST",
+        path,
+        None,
+        Some(&serde_json::json!({ "email": email, "password": password })),
+    )
+    .await;
+    assert_eq!(status, 200, "login of {email}: {body}");
+    assert!(body["access_token"].is_string(), "login of {email}: {body}");
+    body
+}
+
+/// A staff member logged in with 2FA on and a fresh step-up.
+#[allow(dead_code)]
+pub struct StaffMember {
+    pub id: uuid::Uuid,
+    pub email: String,
+    /// The access token of the login (no step-up).
+    pub token: String,
+    pub refresh_token: String,
+    /// An access token of the same session that carries a fresh step-up.
+    pub step_up: String,
+    pub totp_secret: Vec<u8>,
+}
+
+impl StaffMember {
+    #[allow(dead_code)]
+    pub fn actor(&self) -> String {
+        format!("user:{}", self.id)
+    }
+}
+
+#[allow(dead_code)]
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_secs()
+}
+
+/// A new staff member with `role`: inserted, logged in, 2FA enrolled and
+/// confirmed, and stepped up (with the code of the next 30 s step, since
+/// each step is accepted once and one step either side is allowed).
+#[allow(dead_code)]
+pub async fn staff_member(
+    app: &TestApp,
+    client: &reqwest::Client,
+    role: domain::identity::roles::Role,
+) -> StaffMember {
+    use domain::identity::totp::current_code;
+    let email = unique_email(role.as_str());
+    let id = insert_user(app, &email, Some(role)).await;
+    let pair = login(app, client, "/admin/v1/auth/login", &email, USER_PASSWORD).await;
+    let token = pair["access_token"].as_str().expect("a token").to_owned();
+    let (status, enrolment) =
+        call(app, client, "POST", "/admin/v1/me/2fa", Some(&token), None).await;
+    assert_eq!(status, 201, "2FA enrolment: {enrolment}");
+    let secret = totp_rs::Secret::try_from_base32(enrolment["secret"].as_str().expect("a secret"))
+        .expect("a base32 secret")
+        .as_bytes()
+        .to_vec();
+    let now = unix_secs();
+    let (status, body) = call(
+        app,
+        client,
+        "POST",
+        "/admin/v1/me/2fa/confirm",
+        Some(&token),
+        Some(&serde_json::json!({ "code": current_code(&secret, now) })),
+    )
+    .await;
+    assert_eq!(status, 200, "2FA confirmation: {body}");
+    let (status, body) = call(
+        app,
+        client,
+        "POST",
+        "/admin/v1/auth/step-up",
+        Some(&token),
+        Some(&serde_json::json!({ "code": current_code(&secret, now + 30) })),
+    )
+    .await;
+    assert_eq!(status, 200, "step-up: {body}");
+    StaffMember {
+        id,
+        email,
+        token,
+        refresh_token: pair["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_owned(),
+        step_up: body["access_token"]
+            .as_str()
+            .expect("a step-up token")
+            .to_owned(),
+        totp_secret: secret,
+    }
+}
+
+/// A staff access token with `role` and a fresh step-up.
+#[allow(dead_code)]
+pub async fn staff(
+    app: &TestApp,
+    client: &reqwest::Client,
+    role: domain::identity::roles::Role,
+) -> String {
+    staff_member(app, client, role).await.step_up
+}
+
+/// A new verified customer, logged in: its id, e-mail and access token.
+#[allow(dead_code)]
+pub async fn customer(app: &TestApp, client: &reqwest::Client) -> (uuid::Uuid, String, String) {
+    let email = unique_email("customer");
+    let id = insert_user(app, &email, None).await;
+    let pair = login(app, client, "/v1/auth/login", &email, USER_PASSWORD).await;
+    let token = pair["access_token"].as_str().expect("a token").to_owned();
+    (id, email, token)
+}
+
+/// A partner API key and the secret it signs with.
+#[allow(dead_code)]
+#[derive(Debug, Clone)]
+pub struct PartnerKey {
+    pub partner_id: uuid::Uuid,
+    pub id: String,
+    pub secret: String,
+}
+
+/// A new partner organisation, created by a superadmin's step-up token.
+#[allow(dead_code)]
+pub async fn create_partner(app: &TestApp, client: &reqwest::Client, step_up: &str) -> uuid::Uuid {
+    let name = format!("Partner {}", uuid::Uuid::new_v4().simple());
+    let (status, body) = call(
+        app,
+        client,
+        "POST",
+        "/admin/v1/partners",
+        Some(step_up),
+        Some(&serde_json::json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, 201, "creating a partner: {body}");
+    body["id"].as_str().expect("an id").parse().expect("a uuid")
+}
+
+/// A new key of `partner_id` with `scopes` and an IP allow-list.
+#[allow(dead_code)]
+pub async fn create_partner_key(
+    app: &TestApp,
+    client: &reqwest::Client,
+    step_up: &str,
+    partner_id: uuid::Uuid,
+    scopes: &[&str],
+    ip_allowlist: &[&str],
+) -> PartnerKey {
+    let (status, body) = call(
+        app,
+        client,
+        "POST",
+        &format!("/admin/v1/partners/{partner_id}/keys"),
+        Some(step_up),
+        Some(&serde_json::json!({ "scopes": scopes, "ip_allowlist": ip_allowlist })),
+    )
+    .await;
+    assert_eq!(status, 201, "creating a partner key: {body}");
+    PartnerKey {
+        partner_id,
+        id: body["key"]["id"].as_str().expect("a key id").to_owned(),
+        secret: body["secret"].as_str().expect("a secret").to_owned(),
+    }
+}
+
+/// A fresh nonce: 32 characters of `[0-9a-f]`.
+#[allow(dead_code)]
+pub fn new_nonce() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// The four signature headers of a request (`path_and_query` as sent)
+/// signed with `key` at `timestamp` with `nonce`.
+#[allow(dead_code)]
+pub fn signature_headers(
+    key: &PartnerKey,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+    timestamp: i64,
+    nonce: &str,
+) -> reqwest::header::HeaderMap {
+    use domain::identity::partner_sig::{
+        self, HEADER_KEY, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP,
+    };
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    let canonical = partner_sig::canonical_request(method, path, query, timestamp, nonce, body);
+    let signature = partner_sig::sign(key.secret.as_bytes(), &canonical);
+    let mut headers = reqwest::header::HeaderMap::new();
+    for (name, value) in [
+        (HEADER_KEY, key.id.clone()),
+        (HEADER_TIMESTAMP, timestamp.to_string()),
+        (HEADER_NONCE, nonce.to_owned()),
+        (HEADER_SIGNATURE, signature),
+    ] {
+        headers.insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("a header name"),
+            reqwest::header::HeaderValue::from_str(&value).expect("a header value"),
+        );
+    }
+    headers
+}
+
+/// Sends a request signed with `key` now, with a fresh nonce.
+#[allow(dead_code)]
+pub async fn send_signed(
+    app: &TestApp,
+    client: &reqwest::Client,
+    key: &PartnerKey,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> reqwest::Response {
+    let timestamp = i64::try_from(unix_secs()).expect("a timestamp");
+    let headers = signature_headers(key, method, path_and_query, body, timestamp, &new_nonce());
+    client
+        .request(
+            reqwest::Method::from_bytes(method.as_bytes()).expect("a method"),
+            app.url(path_and_query),
+        )
+        .headers(headers)
+        .header("content-type", "application/json")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"))
+}
