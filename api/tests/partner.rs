@@ -177,18 +177,6 @@ async fn a_partner_manages_its_own_customers_and_never_sees_another_partners() {
     let res = s.signed(&a, "POST", "/partner/v1/customers", &bad).await;
     assert_eq!(res.status().as_u16(), 422);
 
-    // A sub-customer cannot sign in with a password.
-    let got = call(
-        &s.app,
-        &s.client,
-        "POST",
-        "/v1/auth/login",
-        None,
-        Some(&json!({ "email": email, "password": format!("!partner-managed:{id}") })),
-    )
-    .await;
-    assert_eq!(got.0, 401, "{}", got.1);
-
     let balances = json_of(s.signed(&a, "GET", "/partner/v1/balances", b"").await, 200).await;
     assert!(balances["items"].is_array(), "{balances}");
 
@@ -206,6 +194,62 @@ async fn a_partner_manages_its_own_customers_and_never_sees_another_partners() {
     assert_eq!(log["items"].as_array().unwrap().len(), 1, "{log}");
     assert_eq!(log["items"][0]["action"], "partner.customer.create");
     assert_eq!(log["items"][0]["target"], format!("user:{id}"));
+}
+
+/// Known bug (see the report): a sub-customer's placeholder password hash
+/// is not a PHC string, so `PasswordHasher::verify` fails and its login
+/// answers 500 (an account-enumeration oracle too); and a password reset
+/// gives it a real password although sub-customers must never sign in with
+/// one.
+#[tokio::test]
+#[ignore = "bug: partner sub-customers' login answers 500 and password reset gives them a password"]
+async fn a_partner_sub_customer_never_signs_in_with_a_password() {
+    let s = setup().await;
+    let key = s.partner_key(&["read", "trade"], &[]).await;
+    let email = unique_email("sub");
+    let body = serde_json::to_vec(&json!({ "email": email, "country": "DE" })).unwrap();
+    json_of(s.signed(&key, "POST", "/partner/v1/customers", &body).await, 201).await;
+
+    let login = json!({ "email": email, "password": "Harbour-violin-cobalt-58" });
+    let got = call(&s.app, &s.client, "POST", "/v1/auth/login", None, Some(&login)).await;
+    assert_eq!(got.0, 401, "{}", got.1);
+    assert_eq!(got.1["code"], "invalid_credentials", "{}", got.1);
+
+    // A reset is answered like any other (202) but sends no link.
+    let got = call(
+        &s.app,
+        &s.client,
+        "POST",
+        "/v1/auth/password-reset",
+        None,
+        Some(&json!({ "email": email })),
+    )
+    .await;
+    assert_eq!(got.0, 202, "{}", got.1);
+    let mut conn = s.app.db.conn().await.unwrap();
+    // Fails (and so proves the e-mail was not queued) when a row exists.
+    conn.batch_execute(&format!(
+        "DO $$ BEGIN IF EXISTS (SELECT 1 FROM emails WHERE to_address = '{email}') \
+         THEN RAISE EXCEPTION 'a reset link was sent to a partner sub-customer'; END IF; END $$"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Known bug (see the report): behind a proxy that forwards `ip:port` (or a
+/// bracketed IPv6 address) the client address does not parse, and every
+/// key, even one without an allow-list, answers `ip_not_allowed`.
+#[tokio::test]
+#[ignore = "bug: a forwarded address with a port is refused by every key"]
+async fn a_forwarded_address_with_a_port_is_still_the_client_address() {
+    let s = setup().await;
+    let open = s.partner_key(&["read"], &[]).await;
+    let fenced = s.partner_key(&["read"], &["192.0.2.0/24"]).await;
+    let client = client_from("192.0.2.7:4444");
+    for key in [&open, &fenced] {
+        let res = send_signed(&s.app, &client, key, "GET", "/partner/v1/customers", b"").await;
+        json_of(res, 200).await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -648,54 +692,4 @@ async fn the_reference_signing_script_agrees_with_the_server() {
     let out = script(&key, &[], &["GET", &s.app.url("/partner/v1/balances")]).await;
     let balances: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert!(balances["items"].is_array(), "{balances}");
-}
-
-#[tokio::test]
-async fn zz_probe() {
-    let s = setup().await;
-    // (a) support disables a superadmin
-    let support = staff(&s.app, &s.client, Role::Support).await;
-    let sa = common::staff_member(&s.app, &s.client, Role::Superadmin).await;
-    let got = call(&s.app, &s.client, "POST", &format!("/admin/v1/users/{}/disable", sa.id), Some(&support), None).await;
-    println!("PROBE support disables superadmin: {} {}", got.0, got.1);
-    let got = call(&s.app, &s.client, "GET", "/admin/v1/users", Some(&sa.step_up), None).await;
-    println!("PROBE superadmin after: {} {}", got.0, got.1["code"]);
-    // (b) XFF with port
-    let key = s.partner_key(&["read", "trade"], &[]).await;
-    for xff in ["10.1.2.3:4444", "[2001:db8::1]", "2001:db8::1", "unknown"] {
-        let c = client_from(xff);
-        let res = send_signed(&s.app, &c, &key, "GET", "/partner/v1/customers", b"").await;
-        println!("PROBE xff {xff}: {} {}", res.status(), res.text().await.unwrap());
-    }
-    // (c) password reset of a partner sub-customer
-    let email = unique_email("sub");
-    let body = serde_json::to_vec(&json!({ "email": email, "country": "DE" })).unwrap();
-    let res = s.signed(&key, "POST", "/partner/v1/customers", &body).await;
-    println!("PROBE created {}", res.status());
-    let got = call(&s.app, &s.client, "POST", "/v1/auth/password-reset", None, Some(&json!({"email": email}))).await;
-    println!("PROBE reset: {} {}", got.0, got.1);
-    let mut conn = s.app.db.conn().await.unwrap();
-    #[derive(diesel::QueryableByName, Debug)]
-    struct Row { #[diesel(sql_type = diesel::sql_types::Text)] text_body: String }
-    use diesel_async::RunQueryDsl;
-    let rows: Vec<Row> = RunQueryDsl::load(diesel::sql_query(format!("SELECT text_body FROM emails WHERE to_address = '{email}'")), &mut *conn).await.unwrap();
-    println!("PROBE emails: {rows:?}");
-    if let Some(r) = rows.iter().next() {
-        let token = r.text_body.split("token=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
-        let got = call(&s.app, &s.client, "POST", "/v1/auth/password-reset/confirm", None, Some(&json!({"token": token, "new_password": "Harbour-violin-cobalt-58"}))).await;
-        println!("PROBE confirm: {} {}", got.0, got.1);
-        let got = call(&s.app, &s.client, "POST", "/v1/auth/login", None, Some(&json!({"email": email, "password": "Harbour-violin-cobalt-58"}))).await;
-        println!("PROBE sub-customer login: {} {}", got.0, got.1);
-    }
-    // (d) list_partner_keys of unknown partner
-    let got = call(&s.app, &s.client, "GET", &format!("/admin/v1/partners/{}/keys", Uuid::new_v4()), Some(&s.admin), None).await;
-    println!("PROBE keys of unknown partner: {} {}", got.0, got.1);
-    // (e) audit ip of staff creation
-    let got = call(&s.app, &s.client, "POST", "/admin/v1/staff", Some(&s.admin), Some(&json!({"email": unique_email("x"), "role": "finance"}))).await;
-    println!("PROBE staff: {}", got.0);
-    let got = call(&s.app, &s.client, "GET", "/admin/v1/audit-log?action=admin.staff.create", Some(&s.admin), None).await;
-    println!("PROBE staff audit: {}", got.1["items"][0]);
-    // (f) step-up token after logout
-    let got = call(&s.app, &s.client, "POST", "/admin/v1/auth/logout", Some(&sa.token), None).await;
-    println!("PROBE logout: {}", got.0);
 }
