@@ -767,3 +767,74 @@ async fn finance_sees_a_reconciled_ledger() {
     assert_eq!(body["problems"], json!([]), "{body}");
     assert!(body["checked_at"].is_string(), "{body}");
 }
+
+// ---------------------------------------------------------------------------
+// Known bugs (see the report); un-ignore once fixed.
+// ---------------------------------------------------------------------------
+
+/// `users_write` is a customer-support permission, but `set_status` applies
+/// it to any account: support (or compliance) can disable a superadmin —
+/// locking the back office out — or re-enable a disabled staff member.
+#[tokio::test]
+#[ignore = "bug: support can disable and enable staff accounts, superadmins included"]
+async fn only_staff_managers_change_a_staff_accounts_status() {
+    let app = app().await;
+    let client = client_from(&random_ip());
+    let support = staff(&app, &client, Role::Support).await;
+    let admin = staff_member(&app, &client, Role::Superadmin).await;
+    let got = call(
+        &app,
+        &client,
+        "POST",
+        &format!("/admin/v1/users/{}/disable", admin.id),
+        Some(&support),
+        None,
+    )
+    .await;
+    assert_problem(&got, 403, "forbidden");
+    let (status, body) = call(
+        &app,
+        &client,
+        "GET",
+        "/admin/v1/users",
+        Some(&admin.token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Every other admin action records the caller's IP; staff creation does not.
+#[tokio::test]
+#[ignore = "bug: admin.staff.create is audited without the IP"]
+async fn creating_staff_is_audited_with_the_ip() {
+    let app = app().await;
+    let ip = random_ip();
+    let client = client_from(&ip);
+    let admin = staff(&app, &client, Role::Superadmin).await;
+    let email = unique_email("new-staff");
+    let (status, created) = call(
+        &app,
+        &client,
+        "POST",
+        "/admin/v1/staff",
+        Some(&admin),
+        Some(&json!({ "email": email, "role": "finance" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, log) = call(
+        &app,
+        &client,
+        "GET",
+        &format!(
+            "/admin/v1/audit-log?action=admin.staff.create&target=user:{}",
+            created["user"]["id"].as_str().unwrap()
+        ),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{log}");
+    assert_eq!(log["items"][0]["ip"], ip.as_str(), "{log}");
+}

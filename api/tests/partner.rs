@@ -208,10 +208,22 @@ async fn a_partner_sub_customer_never_signs_in_with_a_password() {
     let key = s.partner_key(&["read", "trade"], &[]).await;
     let email = unique_email("sub");
     let body = serde_json::to_vec(&json!({ "email": email, "country": "DE" })).unwrap();
-    json_of(s.signed(&key, "POST", "/partner/v1/customers", &body).await, 201).await;
+    json_of(
+        s.signed(&key, "POST", "/partner/v1/customers", &body).await,
+        201,
+    )
+    .await;
 
     let login = json!({ "email": email, "password": "Harbour-violin-cobalt-58" });
-    let got = call(&s.app, &s.client, "POST", "/v1/auth/login", None, Some(&login)).await;
+    let got = call(
+        &s.app,
+        &s.client,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(&login),
+    )
+    .await;
     assert_eq!(got.0, 401, "{}", got.1);
     assert_eq!(got.1["code"], "invalid_credentials", "{}", got.1);
 

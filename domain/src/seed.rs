@@ -96,7 +96,7 @@ pub enum SeedError {
 /// The demo seed (`HASHGRID_DEMO=1`): reference data, the platform's own
 /// accounts, the superadmin `admin@hashgrid.local` and the verified customer
 /// `demo@hashgrid.local` with a balance in every asset. `password_hash` is
-/// the argon2 hash of `HASHGRID_DEMO_PASSWORD`; existing users keep theirs.
+/// the argon2 hash of `HASHGRID_DEMO_PASSWORD` (reset at every start).
 /// Idempotent: balances are posted under fixed references.
 pub async fn demo(conn: &mut AsyncPgConnection, password_hash: &str) -> Result<(), SeedError> {
     platform_accounts(conn).await?;
@@ -114,8 +114,10 @@ pub async fn demo(conn: &mut AsyncPgConnection, password_hash: &str) -> Result<(
                 users::role.eq(role),
                 users::email_verified_at.eq(now),
             ))
+            // The printed demo password must work after a restart too.
             .on_conflict(users::email)
-            .do_nothing()
+            .do_update()
+            .set(users::password_hash.eq(password_hash))
             .execute(conn)
             .await?;
     }
