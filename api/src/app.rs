@@ -34,6 +34,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(auth::customer_logout_all)
         .service(auth::password_reset)
         .service(auth::password_reset_confirm)
+        .service(auth::confirm_email_change)
+        .service(me::request_email_change)
         .service(me::me)
         .service(me::customer_change_password)
         .service(me::two_factor_status)

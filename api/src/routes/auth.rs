@@ -499,3 +499,25 @@ pub async fn password_reset_confirm(
         .map_err(ApiError::from)?;
     Ok(HttpResponse::NoContent().finish())
 }
+
+/// Confirm an e-mail change with the token from the link sent to the new
+/// address. Withdrawals lock for 24 hours; the old address is told.
+#[utoipa::path(tag = "auth", request_body = TokenRequest, responses(
+    (status = 204, description = "The account now uses the new address"),
+    (status = 400, description = "`invalid_or_expired_token`", body = crate::error::Problem),
+    (status = 409, description = "`email_taken`", body = crate::error::Problem),
+))]
+#[post("/v1/auth/confirm-email-change")]
+pub async fn confirm_email_change(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: Json<TokenRequest>,
+) -> Reply {
+    let mut conn = state.conn().await?;
+    state
+        .identity
+        .confirm_email_change(&mut conn, &body.token, &client_info(&req))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -396,3 +396,48 @@ pub async fn jwks(state: web::Data<AppState>) -> HttpResponse {
         .insert_header(("cache-control", "public, max-age=300"))
         .json(state.identity.keys.jwks())
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChangeRequest {
+    pub new_email: String,
+    /// The current password.
+    pub password: String,
+}
+
+/// Ask to change the account's e-mail address: the new address gets a
+/// confirmation link (1 hour), the current one a notice.
+#[utoipa::path(tag = "account", security(("customer" = [])), request_body = EmailChangeRequest, responses(
+    (status = 202, description = "Confirmation sent to the new address"),
+    (status = 409, description = "`email_taken`", body = crate::error::Problem),
+    (status = 422, description = "Wrong password or invalid address", body = crate::error::Problem),
+))]
+#[post("/v1/me/email")]
+pub async fn request_email_change(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    who: Customer,
+    body: Json<EmailChangeRequest>,
+) -> Reply {
+    state
+        .limiter
+        .enforce(
+            &MFA_PER_ACCOUNT,
+            &format!("email:{}", who.0.user.id),
+            FailMode::Closed,
+        )
+        .await?;
+    let mut conn = state.conn().await?;
+    state
+        .identity
+        .request_email_change(
+            &mut conn,
+            &who.0,
+            &body.new_email,
+            &body.password,
+            &client_info(&req),
+        )
+        .await
+        .map_err(ApiError::from)?;
+    Ok(HttpResponse::Accepted().finish())
+}

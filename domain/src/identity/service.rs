@@ -823,6 +823,157 @@ impl Identity {
         .await
     }
 
+    /// `POST /v1/me/email`: asks to move the account to `new_email`; the
+    /// new address must confirm with a single-use link (1 hour), and the
+    /// current one is told.
+    pub async fn request_email_change(
+        &self,
+        conn: &mut AsyncPgConnection,
+        who: &Authenticated,
+        new_email: &str,
+        pw: &str,
+        client: &ClientInfo,
+    ) -> Result<(), IdentityError> {
+        let new_email = Email::parse(new_email)
+            .map_err(|e| validation("new_email", "invalid", e.to_string()))?;
+        match self
+            .hasher
+            .verify(pw, Some(&who.user.password_hash))
+            .await
+            .map_err(IdentityError::internal)?
+        {
+            Verified::Ok { .. } => {}
+            Verified::Mismatch => {
+                return Err(validation(
+                    "password",
+                    "wrong_password",
+                    "the password is wrong",
+                ));
+            }
+        }
+        if new_email.as_str() == who.user.email {
+            return Err(validation(
+                "new_email",
+                "unchanged",
+                "this is already the account's address",
+            ));
+        }
+        if store::user_by_email(conn, new_email.as_str())
+            .await?
+            .is_some()
+        {
+            return Err(IdentityError::EmailTaken);
+        }
+        let token = crypto::random_token(32);
+        let link = self.link("confirm-email-change", &token);
+        let confirm = mail::render(
+            EmailTemplate::EmailChangeConfirm,
+            new_email.as_str(),
+            &[
+                ("link", link.as_str()),
+                ("new_email", new_email.as_str()),
+                ("expires_in", "1 hour"),
+            ],
+        )
+        .map_err(IdentityError::internal)?;
+        let event = format!("A change of your e-mail address to {new_email} was requested");
+        let alert = mail::render(
+            EmailTemplate::SecurityAlert,
+            &who.user.email,
+            &refs(&alert_vars(&event, &client.ip)),
+        )
+        .map_err(IdentityError::internal)?;
+        conn.transaction(async |c| {
+            store::void_email_tokens(c, who.user.id, EmailTokenPurpose::ChangeEmail).await?;
+            store::insert_email_token_with_data(
+                c,
+                &crypto::token_hash(&token),
+                who.user.id,
+                EmailTokenPurpose::ChangeEmail,
+                Duration::hours(1),
+                &serde_json::json!({ "new_email": new_email.as_str() }),
+            )
+            .await?;
+            mail::queue(c, &confirm)
+                .await
+                .map_err(IdentityError::internal)?;
+            mail::queue(c, &alert)
+                .await
+                .map_err(IdentityError::internal)?;
+            audit::append(
+                c,
+                &AuditEntry::new(who.actor(), "auth.email_change_requested", who.actor())
+                    .ip(client.ip.clone())
+                    .after(serde_json::json!({ "new_email": new_email.as_str() })),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// `POST /v1/auth/confirm-email-change`: moves the account to the new
+    /// address; a security event locks withdrawals for 24 h and the old
+    /// address is told.
+    pub async fn confirm_email_change(
+        &self,
+        conn: &mut AsyncPgConnection,
+        token: &str,
+        client: &ClientInfo,
+    ) -> Result<(), IdentityError> {
+        conn.transaction(async |c| {
+            let (user_id, data) = store::consume_email_token_data(
+                c,
+                &crypto::token_hash(token),
+                EmailTokenPurpose::ChangeEmail,
+            )
+            .await?
+            .ok_or(IdentityError::InvalidEmailToken)?;
+            let new_email = data
+                .get("new_email")
+                .and_then(|v| v.as_str())
+                .ok_or(IdentityError::InvalidEmailToken)?
+                .to_owned();
+            let user = store::user_by_id(c, user_id)
+                .await?
+                .ok_or(IdentityError::InvalidEmailToken)?;
+            store::set_email(c, user.id, &new_email)
+                .await
+                .map_err(|e| match e {
+                    diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UniqueViolation,
+                        _,
+                    ) => IdentityError::EmailTaken,
+                    e => e.into(),
+                })?;
+            store::record_security_event(c, user.id, "email_changed", &client.ip, true).await?;
+            let event = format!("The e-mail address of your account was changed to {new_email}");
+            let alert = mail::render(
+                EmailTemplate::SecurityAlert,
+                &user.email,
+                &refs(&alert_vars(&event, &client.ip)),
+            )
+            .map_err(IdentityError::internal)?;
+            mail::queue(c, &alert)
+                .await
+                .map_err(IdentityError::internal)?;
+            audit::append(
+                c,
+                &AuditEntry::new(
+                    format!("user:{}", user.id),
+                    "auth.email_changed",
+                    format!("user:{}", user.id),
+                )
+                .ip(client.ip.clone())
+                .before(serde_json::json!({ "email": user.email }))
+                .after(serde_json::json!({ "email": new_email })),
+            )
+            .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Starts 2FA enrolment: a new secret (encrypted at rest), not yet active.
     pub async fn totp_enrol(
         &self,

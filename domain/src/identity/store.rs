@@ -163,6 +163,7 @@ pub async fn consume_totp_step(
 pub enum EmailTokenPurpose {
     VerifyEmail,
     ResetPassword,
+    ChangeEmail,
 }
 
 impl EmailTokenPurpose {
@@ -170,6 +171,7 @@ impl EmailTokenPurpose {
         match self {
             EmailTokenPurpose::VerifyEmail => "verify_email",
             EmailTokenPurpose::ResetPassword => "reset_password",
+            EmailTokenPurpose::ChangeEmail => "change_email",
         }
     }
 }
@@ -187,6 +189,59 @@ pub async fn insert_email_token(
             email_tokens::user_id.eq(user),
             email_tokens::purpose.eq(purpose.as_str()),
             email_tokens::expires_at.eq(Utc::now() + ttl),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Stores a token that carries data (the new address of an e-mail change).
+pub async fn insert_email_token_with_data(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+    user: Uuid,
+    purpose: EmailTokenPurpose,
+    ttl: Duration,
+    data: &serde_json::Value,
+) -> QueryResult<()> {
+    diesel::insert_into(email_tokens::table)
+        .values((
+            email_tokens::token_hash.eq(token_hash),
+            email_tokens::user_id.eq(user),
+            email_tokens::purpose.eq(purpose.as_str()),
+            email_tokens::expires_at.eq(Utc::now() + ttl),
+            email_tokens::data.eq(data),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Like [`consume_email_token`], also answering the token's data.
+pub async fn consume_email_token_data(
+    conn: &mut AsyncPgConnection,
+    token_hash: &[u8],
+    purpose: EmailTokenPurpose,
+) -> QueryResult<Option<(Uuid, serde_json::Value)>> {
+    diesel::update(
+        email_tokens::table
+            .find(token_hash)
+            .filter(email_tokens::purpose.eq(purpose.as_str()))
+            .filter(email_tokens::used_at.is_null())
+            .filter(email_tokens::expires_at.gt(Utc::now())),
+    )
+    .set(email_tokens::used_at.eq(Utc::now()))
+    .returning((email_tokens::user_id, email_tokens::data))
+    .get_result(conn)
+    .await
+    .optional()
+}
+
+pub async fn set_email(conn: &mut AsyncPgConnection, id: Uuid, email: &str) -> QueryResult<()> {
+    diesel::update(users::table.find(id))
+        .set((
+            users::email.eq(email),
+            users::email_verified_at.eq(Utc::now()),
         ))
         .execute(conn)
         .await?;
