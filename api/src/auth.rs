@@ -73,12 +73,23 @@ pub fn client_info(req: &HttpRequest) -> ClientInfo {
     let trust_proxy = req
         .app_data::<web::Data<AppState>>()
         .is_some_and(|s| s.config.trust_proxy);
+    let peer = || req.peer_addr().map(|a| a.ip().to_string());
+    // Behind our proxy the client is the entry the proxy appended: the
+    // rightmost. Entries to its left are whatever the client sent.
+    let forwarded = || {
+        req.headers()
+            .get_all("x-forwarded-for")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .last()
+            .and_then(bare_ip)
+    };
     let ip = if trust_proxy {
-        req.connection_info()
-            .realip_remote_addr()
-            .map(str::to_owned)
+        forwarded().or_else(peer)
     } else {
-        req.peer_addr().map(|a| a.ip().to_string())
+        peer()
     }
     .unwrap_or_default();
     let device = req
@@ -90,6 +101,16 @@ pub fn client_info(req: &HttpRequest) -> ClientInfo {
         .take(200)
         .collect();
     ClientInfo { ip, device }
+}
+
+/// A forwarded address without a port or brackets (`192.0.2.7:4444`,
+/// `[2001:db8::1]:80`); `None` when it is not an IP address at all.
+fn bare_ip(forwarded: &str) -> Option<String> {
+    if let Ok(sock) = forwarded.parse::<std::net::SocketAddr>() {
+        return Some(sock.ip().to_string());
+    }
+    let s = forwarded.trim_start_matches('[').trim_end_matches(']');
+    s.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
 }
 
 /// The IP alone, as a rate-limit key.

@@ -77,7 +77,7 @@ async fn create_admin(config: Config, email: String, role: String) -> anyhow::Re
     let identity = api::identity::build(&config, true)?;
     let mut conn = AsyncPgConnection::establish(&config.database_url).await?;
     let (user, password) = identity
-        .create_staff(&mut conn, &email, role, "cli")
+        .create_staff(&mut conn, &email, role, "cli", "")
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     say!(

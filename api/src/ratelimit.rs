@@ -216,7 +216,8 @@ impl RateLimiter {
         }
     }
 
-    async fn connection(&self) -> Result<ConnectionManager, LimitError> {
+    /// The shared Redis connection (also used for partner nonces).
+    pub async fn connection(&self) -> Result<ConnectionManager, LimitError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {

@@ -776,7 +776,6 @@ async fn finance_sees_a_reconciled_ledger() {
 /// it to any account: support (or compliance) can disable a superadmin —
 /// locking the back office out — or re-enable a disabled staff member.
 #[tokio::test]
-#[ignore = "bug: support can disable and enable staff accounts, superadmins included"]
 async fn only_staff_managers_change_a_staff_accounts_status() {
     let app = app().await;
     let client = client_from(&random_ip());
@@ -806,7 +805,6 @@ async fn only_staff_managers_change_a_staff_accounts_status() {
 
 /// Every other admin action records the caller's IP; staff creation does not.
 #[tokio::test]
-#[ignore = "bug: admin.staff.create is audited without the IP"]
 async fn creating_staff_is_audited_with_the_ip() {
     let app = app().await;
     let ip = random_ip();

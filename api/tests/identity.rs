@@ -558,9 +558,6 @@ async fn assert_refused(app: &TestApp, case: &str, token: &str, code: &str) {
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: POST /v1/auth/register answers 500 for every valid registration: \
-            Identity::register renders the verify_email template without `expires_in` \
-            (domain/src/identity/service.rs, the mail::render call in register)"]
 async fn register_verify_by_smtp_then_login() {
     let (app, mail) = spawn_identity_app().await;
     let id = Uuid::new_v4().simple().to_string();
@@ -950,7 +947,7 @@ async fn forged_and_misused_tokens_are_refused() {
     let (_, one_time) = {
         let mut conn = app.db.conn().await.unwrap();
         identity
-            .create_staff(&mut conn, &staff_email, Role::Support, "system")
+            .create_staff(&mut conn, &staff_email, Role::Support, "system", "")
             .await
             .unwrap()
     };

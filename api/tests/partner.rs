@@ -202,7 +202,6 @@ async fn a_partner_manages_its_own_customers_and_never_sees_another_partners() {
 /// gives it a real password although sub-customers must never sign in with
 /// one.
 #[tokio::test]
-#[ignore = "bug: partner sub-customers' login answers 500 and password reset gives them a password"]
 async fn a_partner_sub_customer_never_signs_in_with_a_password() {
     let s = setup().await;
     let key = s.partner_key(&["read", "trade"], &[]).await;
@@ -252,7 +251,6 @@ async fn a_partner_sub_customer_never_signs_in_with_a_password() {
 /// bracketed IPv6 address) the client address does not parse, and every
 /// key, even one without an allow-list, answers `ip_not_allowed`.
 #[tokio::test]
-#[ignore = "bug: a forwarded address with a port is refused by every key"]
 async fn a_forwarded_address_with_a_port_is_still_the_client_address() {
     let s = setup().await;
     let open = s.partner_key(&["read"], &[]).await;

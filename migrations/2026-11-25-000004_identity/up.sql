@@ -134,8 +134,12 @@ CREATE FUNCTION audit_log_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     last BYTEA;
 BEGIN
-    -- One writer at a time extends the chain.
+    -- One writer at a time extends the chain, until it commits. The id and
+    -- time are taken under the lock, so id order is chain order (an id
+    -- drawn before the lock could land behind a row chained after it).
     PERFORM pg_advisory_xact_lock(727274003);
+    NEW.id := nextval(pg_get_serial_sequence('audit_log', 'id'));
+    NEW.at := clock_timestamp();
     SELECT hash INTO last FROM audit_log ORDER BY id DESC LIMIT 1;
     NEW.prev_hash := coalesce(last, '\x'::bytea);
     NEW.hash := audit_row_hash(NEW.prev_hash, NEW);

@@ -141,6 +141,21 @@ async fn set_status(
     let ip = client_ip(&req);
     let user = conn
         .transaction(async |c| {
+            let target = store::user_by_id(c, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("user"))?;
+            // Only those who manage staff may lock staff out.
+            if target.role.is_some()
+                && !staff
+                    .role
+                    .can(domain::identity::roles::Permission::StaffManage)
+            {
+                return Err(ApiError::new(
+                    actix_web::http::StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "only staff managers change a staff account's status",
+                ));
+            }
             let before = store::set_status(c, id, status)
                 .await?
                 .ok_or_else(|| ApiError::not_found("user"))?;
@@ -227,11 +242,22 @@ pub struct CreatedStaff {
     (status = 409, description = "`email_taken`", body = crate::error::Problem),
 ))]
 #[post("/admin/v1/staff")]
-pub async fn create_staff(state: web::Data<AppState>, staff: Staff, body: Json<NewStaff>) -> Reply {
+pub async fn create_staff(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    staff: Staff,
+    body: Json<NewStaff>,
+) -> Reply {
     let mut conn = state.conn().await?;
     let (user, password) = state
         .identity
-        .create_staff(&mut conn, &body.email, body.role, &staff.actor())
+        .create_staff(
+            &mut conn,
+            &body.email,
+            body.role,
+            &staff.actor(),
+            &client_ip(&req),
+        )
         .await
         .map_err(ApiError::from)?;
     Ok(HttpResponse::Created().json(CreatedStaff {

@@ -1,9 +1,10 @@
 //! The partner API (`/partner/v1`): HMAC-signed requests from partners'
 //! servers. [`PartnerCall`] checks, in order: the headers' form, the
-//! timestamp window (±30 s), the key (known, live, allowed IP), the
-//! signature over method, path, sorted query, timestamp, nonce and body hash
-//! (constant-time), the nonce (once, in Redis: fail closed), and a per-key
-//! rate limit. Handlers then ask for the scope they need.
+//! timestamp window (±30 s), that the key exists, the signature over
+//! method, path, sorted query, timestamp, nonce and body hash (constant
+//! time), then that the key is live and the address allowed (revealed only
+//! to a holder of the secret), the nonce (once, in Redis: fail closed), and
+//! a per-key rate limit. Handlers then ask for the scope they need.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -79,7 +80,11 @@ async fn first_use_of_nonce(state: &AppState, key_id: &str, nonce: &str) -> Resu
         )
     };
     let fut = async {
-        let mut conn = state.redis.get_multiplexed_async_connection().await?;
+        let mut conn = state
+            .limiter
+            .connection()
+            .await
+            .map_err(|e| e.to_string())?;
         let set: Option<String> = redis::cmd("SET")
             .arg(format!("pn:{key_id}:{nonce}"))
             .arg(1)
@@ -87,13 +92,14 @@ async fn first_use_of_nonce(state: &AppState, key_id: &str, nonce: &str) -> Resu
             .arg("EX")
             .arg(NONCE_TTL_SECS)
             .query_async(&mut conn)
-            .await?;
-        Ok::<_, redis::RedisError>(set.is_some())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(set.is_some())
     };
     match tokio::time::timeout(Duration::from_secs(1), fut).await {
         Ok(Ok(first)) => Ok(first),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "nonce store unavailable");
+            tracing::warn!(error = e, "nonce store unavailable");
             Err(unavailable())
         }
         Err(_) => Err(unavailable()),
@@ -123,16 +129,6 @@ async fn verify(req: HttpRequest, body: web::Bytes) -> Result<PartnerCall, actix
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| sig_error(SigError::UnknownKey))?;
-    if !key.is_usable(Utc::now()) {
-        return Err(sig_error(SigError::KeyRevokedOrExpired).into());
-    }
-    let ip = crate::auth::client_ip(&req);
-    let ip_ok = ip
-        .parse()
-        .is_ok_and(|ip| partner_sig::ip_allowed(&key.ip_allowlist, ip));
-    if !ip_ok {
-        return Err(sig_error(SigError::IpNotAllowed).into());
-    }
     let secret = key
         .secret(&state.identity.secrets)
         .map_err(|e| ApiError::internal(anyhow::anyhow!("partner key secret: {e}")))?;
@@ -146,6 +142,18 @@ async fn verify(req: HttpRequest, body: web::Bytes) -> Result<PartnerCall, actix
     );
     if !partner_sig::verify(&secret, &canonical, &signed.signature) {
         return Err(sig_error(SigError::BadSignature).into());
+    }
+    // Key state and address are revealed only to a caller who holds the secret.
+    if !key.is_usable(Utc::now()) {
+        return Err(sig_error(SigError::KeyRevokedOrExpired).into());
+    }
+    let ip = crate::auth::client_ip(&req);
+    let ip_ok = key.ip_allowlist.is_empty()
+        || ip
+            .parse()
+            .is_ok_and(|ip| partner_sig::ip_allowed(&key.ip_allowlist, ip));
+    if !ip_ok {
+        return Err(sig_error(SigError::IpNotAllowed).into());
     }
     // Only a correctly signed request spends its nonce.
     if !first_use_of_nonce(&state, &key.id, &signed.nonce).await? {

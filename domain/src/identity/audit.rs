@@ -128,11 +128,11 @@ pub async fn list(
         q = q.filter(audit_log::actor.eq(a.clone()));
     }
     if let Some(a) = &f.action {
-        // a trailing '.' filters by prefix: `admin.` matches every admin action
+        // a trailing '*' filters by prefix: `admin.*` matches every admin action
         q = if let Some(prefix) = a.strip_suffix('*') {
             q.filter(audit_log::action.like(format!(
                 "{}%",
-                prefix.replace('%', "\\%").replace('_', "\\_")
+                prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
             )))
         } else {
             q.filter(audit_log::action.eq(a.clone()))

@@ -235,9 +235,12 @@ impl PasswordHasher {
     /// account does not exist, which is answered with [`Verified::Mismatch`]
     /// after the same amount of work as a real verification.
     pub async fn verify(&self, password: &str, phc: Option<&str>) -> Result<Verified, HashError> {
+        // An account without a usable hash (unknown e-mail, or a
+        // partner-managed account that never signs in) costs the same work
+        // as a real one and answers the same.
         let (stored, known) = match phc {
-            Some(s) => (s.to_owned(), true),
-            None => (self.dummy_hash().await?.to_owned(), false),
+            Some(s) if PasswordHash::new(s).is_ok() => (s.to_owned(), true),
+            _ => (self.dummy_hash().await?.to_owned(), false),
         };
         let wanted = self.params.clone();
         let password = password.to_owned();
@@ -470,11 +473,11 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn malformed_hash_is_an_error() {
+    async fn an_unusable_stored_hash_is_a_mismatch_like_an_unknown_account() {
         let h = PasswordHasher::default_params();
         assert_eq!(
             h.verify("x", Some("not a phc string")).await,
-            Err(HashError::MalformedHash)
+            Ok(Verified::Mismatch)
         );
     }
 

@@ -250,7 +250,7 @@ impl Identity {
         let outgoing = mail::render(
             EmailTemplate::VerifyEmail,
             email.as_str(),
-            &[("link", link.as_str())],
+            &[("link", link.as_str()), ("expires_in", "48 hours")],
         )
         .map_err(IdentityError::internal)?;
         conn.transaction(async |c| {
@@ -671,7 +671,8 @@ impl Identity {
         let Some(user) = store::user_by_email(conn, email.as_str()).await? else {
             return Ok(());
         };
-        if !user.is_active() {
+        // Partner-managed accounts never sign in with a password.
+        if !user.is_active() || user.partner_id.is_some() {
             return Ok(());
         }
         let token = crypto::random_token(32);
@@ -728,6 +729,7 @@ impl Identity {
                 .ok_or(IdentityError::InvalidEmailToken)?;
         let user = store::user_by_id(conn, user_id)
             .await?
+            .filter(|u| u.partner_id.is_none())
             .ok_or(IdentityError::InvalidEmailToken)?;
         password::check_password(new_password, &user.email)
             .map_err(|e| validation("new_password", e.code(), e.to_string()))?;
@@ -1142,6 +1144,7 @@ impl Identity {
         email: &str,
         role: Role,
         actor: &str,
+        ip: &str,
     ) -> Result<(User, String), IdentityError> {
         let email =
             Email::parse(email).map_err(|e| validation("email", "invalid", e.to_string()))?;
@@ -1173,6 +1176,7 @@ impl Identity {
                 audit::append(
                     c,
                     &AuditEntry::new(actor, "admin.staff.create", format!("user:{}", user.id))
+                        .ip(ip)
                         .after(serde_json::json!({ "email": user.email, "role": role.as_str() })),
                 )
                 .await?;
