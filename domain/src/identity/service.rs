@@ -356,18 +356,23 @@ impl Identity {
                 (u, needs_rehash)
             }
             (u, _) => {
-                if let Some(u) = u {
-                    audit::append(
-                        conn,
-                        &AuditEntry::new(
-                            format!("user:{}", u.id),
-                            "auth.login_failed",
-                            format!("user:{}", u.id),
+                // Recorded for unknown addresses too (hashed), so both
+                // answers cost the same write.
+                let (actor, target) = match &u {
+                    Some(u) => (format!("user:{}", u.id), format!("user:{}", u.id)),
+                    None => {
+                        let digest = crypto::sha256(email.trim().to_ascii_lowercase().as_bytes());
+                        (
+                            "anonymous".to_owned(),
+                            format!("email_sha256:{}", hex::encode(&digest[..16])),
                         )
-                        .ip(client.ip.clone()),
-                    )
-                    .await?;
-                }
+                    }
+                };
+                audit::append(
+                    conn,
+                    &AuditEntry::new(actor, "auth.login_failed", target).ip(client.ip.clone()),
+                )
+                .await?;
                 return Err(IdentityError::InvalidCredentials);
             }
         };
