@@ -134,3 +134,34 @@ fn openapi_command_prints_the_committed_spec() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../openapi.yaml")).unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), committed);
 }
+
+#[test]
+fn create_admin_prints_a_one_time_password() {
+    let db = MissingDb::new().unwrap();
+    let state_dir = std::env::temp_dir().join(format!("hg-state-{}", db.name()));
+    let run = |email: &str| {
+        Command::new(API)
+            .args(["create-admin", "--email", email, "--role", "finance"])
+            .env("DATABASE_URL", db.url())
+            .env("HASHGRID_STATE_DIR", &state_dir)
+            .output()
+            .unwrap()
+    };
+    let out = run("Ops@Example.com");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("created ops@example.com (finance)"),
+        "{stdout}"
+    );
+    let password = stdout.lines().nth(1).unwrap().trim();
+    assert!(password.len() >= 20, "{stdout}");
+    // The same address again is refused.
+    let again = run("ops@example.com");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+}
