@@ -736,9 +736,29 @@ impl Identity {
             .await?
             .filter(|u| u.partner_id.is_none())
             .ok_or(IdentityError::InvalidEmailToken)?;
+        let (new_hash, notice) = self
+            .new_password_and_notice(&user, new_password, client)
+            .await?;
+        conn.transaction(async |c| {
+            store::consume_email_token(c, &hash_of_token, EmailTokenPurpose::ResetPassword)
+                .await?
+                .ok_or(IdentityError::InvalidEmailToken)?;
+            record_password_change(c, &user, &new_hash, &notice, "password_reset", client).await
+        })
+        .await
+    }
+
+    /// The new hash and the notice of a password change, prepared outside
+    /// the transaction (hashing is slow).
+    async fn new_password_and_notice(
+        &self,
+        user: &User,
+        new_password: &str,
+        client: &ClientInfo,
+    ) -> Result<(String, mail::OutgoingEmail), IdentityError> {
         password::check_password(new_password, &user.email)
             .map_err(|e| validation("new_password", e.code(), e.to_string()))?;
-        let new_hash = self
+        let hash = self
             .hasher
             .hash(new_password)
             .await
@@ -749,29 +769,7 @@ impl Identity {
             &refs(&notice_vars(&client.ip)),
         )
         .map_err(IdentityError::internal)?;
-        conn.transaction(async |c| {
-            store::consume_email_token(c, &hash_of_token, EmailTokenPurpose::ResetPassword)
-                .await?
-                .ok_or(IdentityError::InvalidEmailToken)?;
-            store::set_password(c, user.id, &new_hash, true).await?;
-            store::revoke_all_sessions(c, user.id, "password_reset").await?;
-            store::record_security_event(c, user.id, "password_reset", &client.ip, true).await?;
-            mail::queue(c, &notice)
-                .await
-                .map_err(IdentityError::internal)?;
-            audit::append(
-                c,
-                &AuditEntry::new(
-                    format!("user:{}", user.id),
-                    "auth.password_reset",
-                    format!("user:{}", user.id),
-                )
-                .ip(client.ip.clone()),
-            )
-            .await?;
-            Ok(())
-        })
-        .await
+        Ok((hash, notice))
     }
 
     /// `POST /v1/me/password`: needs the current password; revokes every session.
@@ -798,34 +796,11 @@ impl Identity {
                 ));
             }
         }
-        password::check_password(new_password, &who.user.email)
-            .map_err(|e| validation("new_password", e.code(), e.to_string()))?;
-        let hash = self
-            .hasher
-            .hash(new_password)
-            .await
-            .map_err(IdentityError::internal)?;
-        let notice = mail::render(
-            EmailTemplate::PasswordChanged,
-            &who.user.email,
-            &refs(&notice_vars(&client.ip)),
-        )
-        .map_err(IdentityError::internal)?;
-        conn.transaction(async |c| {
-            store::set_password(c, who.user.id, &hash, true).await?;
-            store::revoke_all_sessions(c, who.user.id, "password_changed").await?;
-            store::record_security_event(c, who.user.id, "password_changed", &client.ip, true)
-                .await?;
-            mail::queue(c, &notice)
-                .await
-                .map_err(IdentityError::internal)?;
-            audit::append(
-                c,
-                &AuditEntry::new(who.actor(), "auth.password_changed", who.actor())
-                    .ip(client.ip.clone()),
-            )
+        let (hash, notice) = self
+            .new_password_and_notice(&who.user, new_password, client)
             .await?;
-            Ok(())
+        conn.transaction(async |c| {
+            record_password_change(c, &who.user, &hash, &notice, "password_changed", client).await
         })
         .await
     }
@@ -1198,6 +1173,31 @@ pub struct TotpEnrolment {
     pub otpauth_uri: String,
     /// The same secret in base32, to type in by hand.
     pub secret: String,
+}
+
+/// Stores a new password and its consequences: every session revoked, a
+/// security event that locks withdrawals, the notice, the audit entry.
+async fn record_password_change(
+    c: &mut AsyncPgConnection,
+    user: &User,
+    hash: &str,
+    notice: &mail::OutgoingEmail,
+    kind: &str,
+    client: &ClientInfo,
+) -> Result<(), IdentityError> {
+    store::set_password(c, user.id, hash, true).await?;
+    store::revoke_all_sessions(c, user.id, kind).await?;
+    store::record_security_event(c, user.id, kind, &client.ip, true).await?;
+    mail::queue(c, notice)
+        .await
+        .map_err(IdentityError::internal)?;
+    let actor = format!("user:{}", user.id);
+    audit::append(
+        c,
+        &AuditEntry::new(actor.clone(), format!("auth.{kind}"), actor).ip(client.ip.clone()),
+    )
+    .await?;
+    Ok(())
 }
 
 fn refs<'a>(vars: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
