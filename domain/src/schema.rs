@@ -205,9 +205,209 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    algorithms (code) {
+        code -> Text,
+        name -> Text,
+        hashrate_unit -> Text,
+    }
+}
+
+diesel::table! {
+    contract_events (id) {
+        id -> Int8,
+        contract_id -> Uuid,
+        kind -> Text,
+        dedupe_key -> Nullable<Text>,
+        detail -> Jsonb,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    contracts (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        product_id -> Uuid,
+        terms -> Jsonb,
+        hashrate -> Numeric,
+        pay_asset -> Text,
+        paid_amount -> Numeric,
+        payout_asset -> Text,
+        state -> Text,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        extended_hours -> Int4,
+        zero_net_days -> Int4,
+        suspended_at -> Nullable<Timestamptz>,
+        ended_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    facilities (id) {
+        id -> Uuid,
+        name -> Text,
+        country -> Text,
+        region -> Text,
+        miner_model -> Text,
+        efficiency -> Numeric,
+        efficiency_unit -> Text,
+        pue -> Numeric,
+        total_hashrate -> Numeric,
+        sellable_hashrate -> Numeric,
+        algorithm -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    facility_outages (id) {
+        id -> Uuid,
+        facility_id -> Uuid,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        reason -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    idempotency_keys (owner, key) {
+        owner -> Text,
+        key -> Text,
+        request_hash -> Bytea,
+        response_status -> Int4,
+        response_body -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    network_stats (coin) {
+        coin -> Text,
+        difficulty -> Numeric,
+        block_reward -> Numeric,
+        fees_per_block -> Numeric,
+        source -> Text,
+        observed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    orders (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        quote_id -> Uuid,
+        contract_id -> Uuid,
+        pay_asset -> Text,
+        amount -> Numeric,
+        transfer_id -> Uuid,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    pools (id) {
+        id -> Uuid,
+        name -> Text,
+        algorithm -> Text,
+        coins -> Array<Text>,
+        facility_id -> Uuid,
+        external_account -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    price_fixings (asset, day) {
+        asset -> Text,
+        day -> Date,
+        usd -> Numeric,
+        source -> Text,
+        observed_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    prices (id) {
+        id -> Int8,
+        asset -> Text,
+        usd -> Numeric,
+        source -> Text,
+        observed_at -> Timestamptz,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    products (id) {
+        id -> Uuid,
+        name -> Text,
+        algorithm -> Text,
+        mined_coins -> Array<Text>,
+        pool_id -> Uuid,
+        facility_id -> Uuid,
+        hashrate_unit -> Text,
+        hashrate_min -> Numeric,
+        hashrate_max -> Numeric,
+        hashrate_step -> Numeric,
+        price_usd_per_unit -> Numeric,
+        duration_days -> Int4,
+        fee_usd_per_unit_day -> Numeric,
+        pay_assets -> Array<Text>,
+        payout_assets -> Array<Text>,
+        spread_bps -> Int4,
+        stop_rule -> Text,
+        stop_after_days -> Int4,
+        inventory -> Numeric,
+        sold -> Numeric,
+        state -> Text,
+        version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    quotes (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        partner_id -> Nullable<Uuid>,
+        product_id -> Uuid,
+        terms -> Jsonb,
+        hashrate -> Numeric,
+        pay_asset -> Text,
+        price_usd -> Numeric,
+        usd_rate -> Numeric,
+        rate_source -> Text,
+        spread_bps -> Int4,
+        amount -> Numeric,
+        starts_at -> Timestamptz,
+        ends_at -> Timestamptz,
+        expires_at -> Timestamptz,
+        used_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
+diesel::joinable!(contract_events -> contracts (contract_id));
+diesel::joinable!(contracts -> products (product_id));
+diesel::joinable!(contracts -> users (user_id));
 diesel::joinable!(email_tokens -> users (user_id));
+diesel::joinable!(facility_outages -> facilities (facility_id));
+diesel::joinable!(orders -> contracts (contract_id));
+diesel::joinable!(orders -> quotes (quote_id));
+diesel::joinable!(pools -> facilities (facility_id));
+diesel::joinable!(products -> pools (pool_id));
+diesel::joinable!(quotes -> products (product_id));
 diesel::joinable!(partner_keys -> partners (partner_id));
 diesel::joinable!(recovery_codes -> users (user_id));
 diesel::joinable!(refresh_tokens -> sessions (session_id));
@@ -218,15 +418,28 @@ diesel::joinable!(accounts -> assets (asset));
 
 diesel::allow_tables_to_appear_in_same_query!(
     accounts,
+    algorithms,
     asset_networks,
     assets,
     audit_log,
+    contract_events,
+    contracts,
     email_tokens,
     emails,
+    facilities,
+    facility_outages,
+    idempotency_keys,
     jobs,
+    network_stats,
     networks,
+    orders,
     partner_keys,
     partners,
+    pools,
+    price_fixings,
+    prices,
+    products,
+    quotes,
     recovery_codes,
     refresh_tokens,
     security_events,

@@ -65,6 +65,7 @@ fn diesel_type(udt: &str) -> String {
         "jsonb" => "Jsonb",
         "bytea" => "Bytea",
         "_text" => "Array<Text>",
+        "date" => "Date",
         other => other,
     }
     .to_owned()

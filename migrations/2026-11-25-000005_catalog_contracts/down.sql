@@ -1,0 +1,13 @@
+DROP TABLE idempotency_keys;
+DROP TABLE facility_outages;
+DROP TABLE contract_events;
+DROP TABLE orders;
+DROP TABLE contracts;
+DROP TABLE quotes;
+DROP TABLE network_stats;
+DROP TABLE price_fixings;
+DROP TABLE prices;
+DROP TABLE products;
+DROP TABLE pools;
+DROP TABLE facilities;
+DROP TABLE algorithms;
