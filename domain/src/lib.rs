@@ -1,6 +1,9 @@
 //! Hashgrid's business rules and their storage. No HTTP, no chain I/O.
 
+pub mod catalog;
+pub mod contracts;
 pub mod db;
+pub mod idempotency;
 pub mod identity;
 pub mod ledger;
 pub mod money;

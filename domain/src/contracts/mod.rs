@@ -1,0 +1,5 @@
+//! Orders, contracts and their lifecycle.
+
+pub mod lifecycle;
+pub mod orders;
+pub mod store;
