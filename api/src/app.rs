@@ -13,7 +13,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
 use crate::extract;
-use crate::routes::{admin, assets, auth, me, ops, partner};
+use crate::routes::{admin, assets, auth, buying, me, ops, partner};
 use crate::state::AppState;
 
 /// Every documented route. The OpenAPI spec is generated from this list.
@@ -24,6 +24,15 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(ops::openapi_yaml)
         .service(me::jwks)
         .service(assets::list_assets)
+        // buying and contracts
+        .service(buying::list_products)
+        .service(buying::get_product)
+        .service(buying::create_quote)
+        .service(buying::create_order)
+        .service(buying::get_order)
+        .service(buying::list_contracts)
+        .service(buying::get_contract)
+        .service(buying::patch_contract)
         // customer auth and account
         .service(auth::register)
         .service(auth::verify_email)
@@ -70,7 +79,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         // partners
         .service(partner::list_customers)
         .service(partner::create_customer)
-        .service(partner::balances);
+        .service(partner::balances)
+        .service(partner::create_quote)
+        .service(partner::create_order)
+        .service(partner::list_contracts);
 }
 
 async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {

@@ -39,6 +39,8 @@ pub struct Config {
     pub argon2_p: u32,
     /// Take the client IP from `X-Forwarded-For` (only behind a trusted proxy).
     pub trust_proxy: bool,
+    /// Quotes refuse reference prices older than this (`price_stale`).
+    pub price_max_age_secs: i64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +118,8 @@ impl Config {
             argon2_t: u32::try_from(number("HASHGRID_ARGON2_T", 2)?).unwrap_or(u32::MAX),
             argon2_p: u32::try_from(number("HASHGRID_ARGON2_P", 1)?).unwrap_or(u32::MAX),
             trust_proxy: flag("HASHGRID_TRUST_PROXY")?,
+            price_max_age_secs: i64::try_from(number("HASHGRID_PRICE_MAX_AGE_SECS", 300)?)
+                .unwrap_or(i64::MAX),
         };
         if let Some(list) = &config.restricted_countries {
             domain::identity::jurisdictions::Restrictions::parse(list).map_err(|why| {

@@ -236,6 +236,31 @@ impl From<domain::identity::service::IdentityError> for ApiError {
     }
 }
 
+impl From<domain::contracts::orders::OrderError> for ApiError {
+    fn from(e: domain::contracts::orders::OrderError) -> Self {
+        use domain::contracts::orders::OrderError as O;
+        let status = match &e {
+            O::Invalid {
+                field,
+                code,
+                message,
+            } => {
+                return ApiError::validation(vec![FieldError::new(*field, *code, message.clone())]);
+            }
+            O::UnknownProduct | O::UnknownQuote => StatusCode::NOT_FOUND,
+            O::ProductUnavailable | O::SoldOut | O::QuoteExpired | O::QuoteUsed => {
+                StatusCode::CONFLICT
+            }
+            O::JurisdictionRestricted(_) => StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS,
+            O::InsufficientFunds(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            // A stale or missing reference price: we cannot quote now.
+            O::Price(..) => StatusCode::SERVICE_UNAVAILABLE,
+            O::Internal(_) => return ApiError::internal(anyhow::anyhow!("{e}")),
+        };
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
 impl From<domain::db::DbSetupError> for ApiError {
     fn from(e: domain::db::DbSetupError) -> Self {
         ApiError::internal(e)

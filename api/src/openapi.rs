@@ -23,6 +23,8 @@ Errors are RFC 9457 problem+json documents with a stable `code`; amounts are dec
         (name = "auth", description = "Customer sign-up, sign-in and tokens"),
         (name = "account", description = "The signed-in customer's account, 2FA and sessions"),
         (name = "admin-auth", description = "Staff sign-in, step-up and their own account"),
+        (name = "buying", description = "Quotes and orders"),
+        (name = "contracts", description = "The customer's contracts"),
         (name = "admin", description = "The back office; each route needs a role permission"),
         (name = "partner", description = "The signed partner API"),
     )

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod assets;
 pub mod auth;
+pub mod buying;
 pub mod me;
 pub mod ops;
 pub mod partner;

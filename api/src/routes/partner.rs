@@ -366,3 +366,124 @@ pub async fn balances(state: web::Data<AppState>, call: PartnerCall) -> Reply {
         next_cursor: None,
     }))
 }
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerQuoteRequest {
+    /// One of the partner's own customers.
+    pub customer_id: Uuid,
+    pub product_id: Uuid,
+    #[schema(value_type = String, example = "100")]
+    pub hashrate: domain::money::DecimalString,
+    pub pay_asset: domain::money::Asset,
+}
+
+async fn own_customer(state: &AppState, partner: Uuid, customer: Uuid) -> Result<(), ApiError> {
+    let mut conn = state.conn().await?;
+    store::user_by_id(&mut conn, customer)
+        .await
+        .map_err(ApiError::from)?
+        .filter(|u| u.partner_id == Some(partner))
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found("customer"))
+}
+
+/// Quote hashrate for one of the partner's customers (paid from the partner's balance). Scope `trade`.
+#[utoipa::path(tag = "partner", security(("partner" = [])), request_body = PartnerQuoteRequest, responses(
+    (status = 201, description = "The quote", body = crate::routes::buying::QuoteView),
+    (status = 404, description = "Not the partner's customer, or no such product", body = crate::error::Problem),
+    (status = 409, description = "`sold_out` or `product_unavailable`", body = crate::error::Problem),
+))]
+#[post("/partner/v1/quotes")]
+pub async fn create_quote(state: web::Data<AppState>, call: PartnerCall) -> Reply {
+    call.require(Scope::Trade)?;
+    let body: PartnerQuoteRequest = parse_json(&call.body)?;
+    own_customer(&state, call.partner_id, body.customer_id).await?;
+    let request = crate::routes::buying::QuoteRequest {
+        product_id: body.product_id,
+        hashrate: body.hashrate,
+        pay_asset: body.pay_asset,
+    };
+    let buyer = domain::contracts::orders::Buyer {
+        user: body.customer_id,
+        partner: Some(call.partner_id),
+    };
+    let view = crate::routes::buying::quote_for(&state, buyer, &request).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerOrderRequest {
+    pub quote_id: Uuid,
+}
+
+/// Buy for a customer with a partner quote, paid from the partner's balance.
+/// Scope `trade`; `Idempotency-Key` as for customers.
+#[utoipa::path(tag = "partner", security(("partner" = [])), request_body = PartnerOrderRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: one effect per key")),
+    responses(
+    (status = 201, description = "The order", body = crate::routes::buying::OrderView),
+    (status = 404, description = "No such quote of this partner", body = crate::error::Problem),
+    (status = 409, description = "`quote_expired`, `quote_used`, `sold_out`", body = crate::error::Problem),
+    (status = 422, description = "`insufficient_funds` (the partner's balance) or `idempotency_key_reused`", body = crate::error::Problem),
+))]
+#[post("/partner/v1/orders")]
+pub async fn create_order(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    call: PartnerCall,
+) -> Reply {
+    call.require(Scope::Trade)?;
+    let body: PartnerOrderRequest = parse_json(&call.body)?;
+    let user = {
+        use diesel::prelude::*;
+        use diesel_async::RunQueryDsl;
+        use domain::schema::quotes;
+        let mut conn = state.conn().await?;
+        quotes::table
+            .find(body.quote_id)
+            .filter(quotes::partner_id.eq(call.partner_id))
+            .select(quotes::user_id)
+            .first::<Uuid>(&mut conn)
+            .await
+            .optional()
+            .map_err(ApiError::from)?
+            .ok_or_else(|| ApiError::not_found("quote"))?
+    };
+    let buyer = domain::contracts::orders::Buyer {
+        user,
+        partner: Some(call.partner_id),
+    };
+    let owner = format!("partner:{}", call.partner_id);
+    crate::routes::buying::order_for(&state, &req, buyer, &owner, &call.body, body.quote_id).await
+}
+
+/// Contracts of the partner's customers, newest first. Scope `read`.
+#[utoipa::path(tag = "partner", security(("partner" = [])), responses(
+    (status = 200, description = "A page of contracts", body = List<crate::routes::buying::ContractView>),
+))]
+#[get("/partner/v1/contracts")]
+pub async fn list_contracts(
+    state: web::Data<AppState>,
+    call: PartnerCall,
+    req: HttpRequest,
+) -> Reply {
+    call.require(Scope::Read)?;
+    let page = web::Query::<crate::routes::buying::Page>::from_query(req.query_string())
+        .map_err(|e| ApiError::field("query", "invalid", e.to_string()))?;
+    let n = page.limit.unwrap_or(50).clamp(1, 200);
+    let mut conn = state.conn().await?;
+    let rows =
+        domain::contracts::store::contracts_of_partner(&mut conn, call.partner_id, page.cursor, n)
+            .await
+            .map_err(ApiError::from)?;
+    let next_cursor = (i64::try_from(rows.len()).unwrap_or(0) == n)
+        .then(|| rows.last().map(|c| c.id.to_string()))
+        .flatten();
+    let mut items = Vec::with_capacity(rows.len());
+    for c in rows {
+        items.push(crate::routes::buying::contract_view(&mut conn, c).await?);
+    }
+    Ok(HttpResponse::Ok().json(List { items, next_cursor }))
+}
