@@ -59,6 +59,27 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         "/admin/v1/reports/reconciliation",
         Permission::ReportsRead,
     ),
+    ("GET", "/admin/v1/algorithms", Permission::CatalogRead),
+    ("POST", "/admin/v1/algorithms", Permission::CatalogWrite),
+    ("GET", "/admin/v1/facilities", Permission::CatalogRead),
+    ("POST", "/admin/v1/facilities", Permission::CatalogWrite),
+    ("GET", "/admin/v1/facilities/{id}", Permission::CatalogRead),
+    (
+        "PATCH",
+        "/admin/v1/facilities/{id}",
+        Permission::CatalogWrite,
+    ),
+    ("GET", "/admin/v1/pools", Permission::CatalogRead),
+    ("POST", "/admin/v1/pools", Permission::CatalogWrite),
+    ("GET", "/admin/v1/products", Permission::CatalogRead),
+    ("POST", "/admin/v1/products", Permission::CatalogWrite),
+    ("GET", "/admin/v1/products/{id}", Permission::CatalogRead),
+    ("PATCH", "/admin/v1/products/{id}", Permission::CatalogWrite),
+    (
+        "POST",
+        "/admin/v1/products/{id}/state",
+        Permission::CatalogWrite,
+    ),
 ];
 
 pub fn admin_permission(method: &Method, pattern: &str) -> Option<Permission> {

@@ -126,22 +126,352 @@ pub async fn demo(conn: &mut AsyncPgConnection, password_hash: &str) -> Result<(
         .select(users::id)
         .first(conn)
         .await?;
+    // Balances arrive as deposits from a demo funding account, as real ones would.
+    let funding = Owner::Network("demo-funding".to_owned());
     for (asset, amount) in DEMO_BALANCES {
         let amount = Amount::parse(amount, asset, Sign::Positive)
             .map_err(|e| SeedError::Other(e.to_string()))?;
-        let equity =
-            ledger::open_account(conn, &Owner::Platform, asset, AccountKind::Equity).await?;
+        let source = ledger::open_account(conn, &funding, asset, AccountKind::Custody).await?;
         let account =
             ledger::open_account(conn, &Owner::User(customer), asset, AccountKind::Customer)
                 .await?;
         let t = NewTransfer::new(
-            format!("demo:balance:{asset}"),
-            TransferKind::Adjustment,
-            equity.id,
+            format!("demo:deposit:{asset}"),
+            TransferKind::Deposit,
+            source.id,
             account.id,
             amount,
         );
         ledger::post_batch(conn, &[t.into()]).await?;
+    }
+    demo_catalog(conn).await?;
+    Ok(())
+}
+
+/// The demo catalog, from ../shared/data: SHA-256 plans mining BTC at
+/// facilities in Texas, Norway and Paraguay, a Scrypt plan mining LTC with
+/// merge-mined DOGE in Kazakhstan, payouts converted to ETH, BNB, USDT and
+/// USDC, current prices and network inputs. Idempotent (by name).
+pub async fn demo_catalog(conn: &mut AsyncPgConnection) -> Result<(), SeedError> {
+    use crate::schema::{algorithms, facilities, network_stats, pools, prices, products};
+    use rust_decimal::Decimal;
+    let dec = |s: &str| {
+        s.parse::<Decimal>()
+            .map_err(|e| SeedError::Other(format!("{s}: {e}")))
+    };
+    let now = chrono::Utc::now();
+    for (code, name, unit) in [("sha256", "SHA-256", "TH/s"), ("scrypt", "Scrypt", "MH/s")] {
+        diesel::insert_into(algorithms::table)
+            .values((
+                algorithms::code.eq(code),
+                algorithms::name.eq(name),
+                algorithms::hashrate_unit.eq(unit),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    // (name, country, region, model, efficiency, unit, pue, total, sellable, algorithm)
+    let sites = [
+        (
+            "Permian Basin 1",
+            "US",
+            "Texas (ERCOT)",
+            "Antminer S21 XP",
+            "13.5",
+            "J/TH",
+            "1.05",
+            "60000",
+            "50000",
+            "sha256",
+        ),
+        (
+            "Fjord Hydro",
+            "NO",
+            "Vestland",
+            "Antminer S19 XP",
+            "21.5",
+            "J/TH",
+            "1.03",
+            "30000",
+            "24000",
+            "sha256",
+        ),
+        (
+            "Itaipu West",
+            "PY",
+            "Alto Paraná",
+            "Antminer S21 Pro",
+            "15.1",
+            "J/TH",
+            "1.06",
+            "40000",
+            "32000",
+            "sha256",
+        ),
+        (
+            "Ekibastuz Scrypt",
+            "KZ",
+            "Pavlodar",
+            "Antminer L9",
+            "0.21",
+            "J/MH",
+            "1.10",
+            "3200000",
+            "2400000",
+            "scrypt",
+        ),
+    ];
+    for (name, country, region, model, eff, unit, pue, total, sellable, algo) in sites {
+        diesel::insert_into(facilities::table)
+            .values((
+                facilities::id.eq(uuid::Uuid::now_v7()),
+                facilities::name.eq(name),
+                facilities::country.eq(country),
+                facilities::region.eq(region),
+                facilities::miner_model.eq(model),
+                facilities::efficiency.eq(dec(eff)?),
+                facilities::efficiency_unit.eq(unit),
+                facilities::pue.eq(dec(pue)?),
+                facilities::total_hashrate.eq(dec(total)?),
+                facilities::sellable_hashrate.eq(dec(sellable)?),
+                facilities::algorithm.eq(algo),
+            ))
+            .on_conflict(facilities::name)
+            .do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    let facility =
+        async |conn: &mut AsyncPgConnection, name: &str| -> Result<uuid::Uuid, SeedError> {
+            Ok(facilities::table
+                .filter(facilities::name.eq(name))
+                .select(facilities::id)
+                .first(conn)
+                .await?)
+        };
+    // (pool, algorithm, coins, facility)
+    let pool_rows: [(&str, &str, &[&str], &str); 4] = [
+        (
+            "Hashgrid BTC · Texas",
+            "sha256",
+            &["BTC"],
+            "Permian Basin 1",
+        ),
+        ("Hashgrid BTC · Norway", "sha256", &["BTC"], "Fjord Hydro"),
+        ("Hashgrid BTC · Paraguay", "sha256", &["BTC"], "Itaipu West"),
+        (
+            "Hashgrid LTC+DOGE · Kazakhstan",
+            "scrypt",
+            &["LTC", "DOGE"],
+            "Ekibastuz Scrypt",
+        ),
+    ];
+    for (name, algo, coins, site) in pool_rows {
+        let facility_id = facility(conn, site).await?;
+        let coins: Vec<String> = coins.iter().map(|c| (*c).to_owned()).collect();
+        diesel::insert_into(pools::table)
+            .values((
+                pools::id.eq(uuid::Uuid::now_v7()),
+                pools::name.eq(name),
+                pools::algorithm.eq(algo),
+                pools::coins.eq(coins),
+                pools::facility_id.eq(facility_id),
+                pools::external_account.eq(format!("demo-{}", algo)),
+            ))
+            .on_conflict(pools::name)
+            .do_nothing()
+            .execute(conn)
+            .await?;
+    }
+    let all: Vec<String> = Asset::ALL.iter().map(|a| a.code().to_owned()).collect();
+    let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<String>>();
+    // (name, pool, mined, unit, min, max, step, usd/unit, days, fee/unit/day, payouts, stop rule, inventory)
+    type Plan<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        &'a str,
+        i32,
+        &'a str,
+        &'a [&'a str],
+        &'a str,
+        &'a str,
+    );
+    let plans: [Plan; 5] = [
+        (
+            "BTC 180 days · S21 XP Texas",
+            "Hashgrid BTC · Texas",
+            &["BTC"],
+            "TH/s",
+            "10",
+            "5000",
+            "10",
+            "14.50",
+            180,
+            "0.0195",
+            &["BTC", "USDT", "USDC"],
+            "pause_extend",
+            "30000",
+        ),
+        (
+            "BTC 365 days · S19 XP Norway hydro",
+            "Hashgrid BTC · Norway",
+            &["BTC"],
+            "TH/s",
+            "10",
+            "2000",
+            "10",
+            "11.80",
+            365,
+            "0.0280",
+            &["BTC", "ETH"],
+            "stop",
+            "20000",
+        ),
+        (
+            "BTC 90 days · S21 Pro Paraguay hydro",
+            "Hashgrid BTC · Paraguay",
+            &["BTC"],
+            "TH/s",
+            "10",
+            "3000",
+            "10",
+            "9.90",
+            90,
+            "0.0160",
+            &["BTC", "BNB", "USDT"],
+            "pause_extend",
+            "25000",
+        ),
+        (
+            "BTC to stablecoins · S21 XP Texas",
+            "Hashgrid BTC · Texas",
+            &["BTC"],
+            "TH/s",
+            "50",
+            "5000",
+            "50",
+            "14.90",
+            365,
+            "0.0195",
+            &["USDC", "USDT"],
+            "pause_extend",
+            "15000",
+        ),
+        (
+            "LTC+DOGE 180 days · L9 Kazakhstan",
+            "Hashgrid LTC+DOGE · Kazakhstan",
+            &["LTC", "DOGE"],
+            "MH/s",
+            "100",
+            "200000",
+            "100",
+            "0.62",
+            180,
+            "0.00030",
+            &["DOGE", "USDT", "USDC", "ETH"],
+            "stop",
+            "2000000",
+        ),
+    ];
+    for (
+        name,
+        pool_name,
+        mined,
+        unit,
+        min,
+        max,
+        step,
+        price,
+        days,
+        fee,
+        payouts,
+        stop,
+        inventory,
+    ) in plans
+    {
+        let exists: i64 = products::table
+            .filter(products::name.eq(name))
+            .count()
+            .get_result(conn)
+            .await?;
+        if exists > 0 {
+            continue;
+        }
+        let (pool_id, facility_id, algo): (uuid::Uuid, uuid::Uuid, String) = pools::table
+            .filter(pools::name.eq(pool_name))
+            .select((pools::id, pools::facility_id, pools::algorithm))
+            .first(conn)
+            .await?;
+        diesel::insert_into(products::table)
+            .values((
+                products::id.eq(uuid::Uuid::now_v7()),
+                products::name.eq(name),
+                products::algorithm.eq(algo),
+                products::mined_coins.eq(list(mined)),
+                products::pool_id.eq(pool_id),
+                products::facility_id.eq(facility_id),
+                products::hashrate_unit.eq(unit),
+                products::hashrate_min.eq(dec(min)?),
+                products::hashrate_max.eq(dec(max)?),
+                products::hashrate_step.eq(dec(step)?),
+                products::price_usd_per_unit.eq(dec(price)?),
+                products::duration_days.eq(days),
+                products::fee_usd_per_unit_day.eq(dec(fee)?),
+                products::pay_assets.eq(&all),
+                products::payout_assets.eq(list(payouts)),
+                products::spread_bps.eq(50),
+                products::stop_rule.eq(stop),
+                products::stop_after_days.eq(3),
+                products::inventory.eq(dec(inventory)?),
+                products::state.eq("on_sale"),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    // Reference prices (posted now, so quotes work at once) and network inputs.
+    for (asset, usd) in [
+        ("BTC", "97250"),
+        ("ETH", "3620"),
+        ("DOGE", "0.385"),
+        ("BNB", "655"),
+        ("USDT", "1"),
+        ("USDC", "1"),
+        ("LTC", "104.5"),
+    ] {
+        diesel::insert_into(prices::table)
+            .values((
+                prices::asset.eq(asset),
+                prices::usd.eq(dec(usd)?),
+                prices::source.eq("demo"),
+                prices::observed_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    for (coin, difficulty, reward, fees) in [
+        ("BTC", "102289407543323", "3.125", "0.03"),
+        ("LTC", "62000000", "6.25", "0.01"),
+        ("DOGE", "38000000", "10000", "5"),
+    ] {
+        diesel::insert_into(network_stats::table)
+            .values((
+                network_stats::coin.eq(coin),
+                network_stats::difficulty.eq(dec(difficulty)?),
+                network_stats::block_reward.eq(dec(reward)?),
+                network_stats::fees_per_block.eq(dec(fees)?),
+                network_stats::source.eq("demo"),
+                network_stats::observed_at.eq(now),
+            ))
+            .on_conflict(network_stats::coin)
+            .do_nothing()
+            .execute(conn)
+            .await?;
     }
     Ok(())
 }

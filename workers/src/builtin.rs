@@ -44,6 +44,14 @@ pub fn registry() -> Registry {
         .register("reconcile_ledger", reconcile_ledger)
         .register("prune_jobs", prune_jobs)
         .register("send_email", crate::mailer::send_email_job)
+        .register(
+            crate::pricefeed::FETCH_PRICES_JOB,
+            crate::pricefeed::fetch_prices_job,
+        )
+        .register(
+            crate::pricefeed::PRICE_FIXING_JOB,
+            crate::pricefeed::price_fixing_job,
+        )
 }
 
 pub fn schedules() -> Vec<Schedule> {
@@ -52,6 +60,11 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::new(
             "prune_jobs",
             Every::DailyAt(NaiveTime::from_hms_opt(3, 0, 0).unwrap_or(NaiveTime::MIN)),
+        ),
+        Schedule::new(crate::pricefeed::FETCH_PRICES_JOB, Every::Seconds(60)),
+        Schedule::new(
+            crate::pricefeed::PRICE_FIXING_JOB,
+            Every::DailyAt(NaiveTime::from_hms_opt(0, 5, 0).unwrap_or(NaiveTime::MIN)),
         ),
     ]
 }

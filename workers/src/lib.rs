@@ -2,4 +2,5 @@
 
 pub mod builtin;
 pub mod mailer;
+pub mod pricefeed;
 pub mod runner;

@@ -5,6 +5,7 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod buying;
+pub mod catalog_admin;
 pub mod me;
 pub mod ops;
 pub mod partner;
