@@ -45,6 +45,10 @@ pub fn registry() -> Registry {
         .register("prune_jobs", prune_jobs)
         .register("send_email", crate::mailer::send_email_job)
         .register(
+            crate::lifecycle::CONTRACT_LIFECYCLE_JOB,
+            crate::lifecycle::contract_lifecycle_job,
+        )
+        .register(
             crate::pricefeed::FETCH_PRICES_JOB,
             crate::pricefeed::fetch_prices_job,
         )
@@ -57,6 +61,7 @@ pub fn registry() -> Registry {
 pub fn schedules() -> Vec<Schedule> {
     vec![
         Schedule::new("reconcile_ledger", Every::Seconds(3600)),
+        crate::lifecycle::schedule(),
         Schedule::new(
             "prune_jobs",
             Every::DailyAt(NaiveTime::from_hms_opt(3, 0, 0).unwrap_or(NaiveTime::MIN)),

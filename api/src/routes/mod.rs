@@ -6,9 +6,11 @@ pub mod assets;
 pub mod auth;
 pub mod buying;
 pub mod catalog_admin;
+pub mod contracts_admin;
 pub mod me;
 pub mod ops;
 pub mod partner;
+pub mod prices;
 
 use serde::Serialize;
 use utoipa::ToSchema;

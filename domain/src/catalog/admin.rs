@@ -392,6 +392,31 @@ fn is_unique_violation(e: &DieselError) -> bool {
     )
 }
 
+/// Drops the trailing zeros NUMERIC columns come back with ("1.080").
+fn tidy_facility(f: Facility) -> Facility {
+    Facility {
+        efficiency: f.efficiency.normalize(),
+        pue: f.pue.normalize(),
+        total_hashrate: f.total_hashrate.normalize(),
+        sellable_hashrate: f.sellable_hashrate.normalize(),
+        ..f
+    }
+}
+
+/// Drops the trailing zeros NUMERIC columns come back with ("12.500000").
+fn tidy_product(p: Product) -> Product {
+    Product {
+        hashrate_min: p.hashrate_min.normalize(),
+        hashrate_max: p.hashrate_max.normalize(),
+        hashrate_step: p.hashrate_step.normalize(),
+        price_usd_per_unit: p.price_usd_per_unit.normalize(),
+        fee_usd_per_unit_day: p.fee_usd_per_unit_day.normalize(),
+        inventory: p.inventory.normalize(),
+        sold: p.sold.normalize(),
+        ..p
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Algorithms
 // ---------------------------------------------------------------------------
@@ -643,6 +668,7 @@ pub async fn create_facility(conn: &mut AsyncPgConnection, new: &NewFacility) ->
             .returning(Facility::as_returning())
             .get_result(c)
             .await
+            .map(tidy_facility)
             .map_err(facility_name_taken)
     })
     .await
@@ -650,11 +676,12 @@ pub async fn create_facility(conn: &mut AsyncPgConnection, new: &NewFacility) ->
 
 /// Every facility, by name.
 pub async fn list_facilities(conn: &mut AsyncPgConnection) -> Result<Vec<Facility>> {
-    Ok(facilities::table
+    let rows: Vec<Facility> = facilities::table
         .select(Facility::as_select())
         .order((facilities::name, facilities::id))
         .load(conn)
-        .await?)
+        .await?;
+    Ok(rows.into_iter().map(tidy_facility).collect())
 }
 
 pub async fn facility(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Facility> {
@@ -664,6 +691,7 @@ pub async fn facility(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Facility
         .first(conn)
         .await
         .optional()?
+        .map(tidy_facility)
         .ok_or(CatalogError::NotFound(Entity::Facility))
 }
 
@@ -681,6 +709,7 @@ pub async fn update_facility(
             .first(c)
             .await
             .optional()?
+            .map(tidy_facility)
             .ok_or(CatalogError::NotFound(Entity::Facility))?;
         let current = FacilityRow::of(&before);
         let p = patch.clone();
@@ -711,6 +740,7 @@ pub async fn update_facility(
             .returning(Facility::as_returning())
             .get_result(c)
             .await
+            .map(tidy_facility)
             .map_err(facility_name_taken)?;
         Ok(Changed {
             before,
@@ -1130,7 +1160,8 @@ pub async fn create_product(conn: &mut AsyncPgConnection, new: &NewProduct) -> R
             ))
             .returning(Product::as_returning())
             .get_result(c)
-            .await?)
+            .await
+            .map(tidy_product)?)
     })
     .await
 }
@@ -1142,6 +1173,7 @@ pub async fn product(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Product> 
         .first(conn)
         .await
         .optional()?
+        .map(tidy_product)
         .ok_or(CatalogError::NotFound(Entity::Product))
 }
 
@@ -1153,6 +1185,7 @@ async fn product_for_update(conn: &mut AsyncPgConnection, id: Uuid) -> Result<Pr
         .first(conn)
         .await
         .optional()?
+        .map(tidy_product)
         .ok_or(CatalogError::NotFound(Entity::Product))
 }
 
@@ -1168,7 +1201,8 @@ pub async fn list_products(
     if let Some(s) = state {
         q = q.filter(products::state.eq(s.as_str()));
     }
-    Ok(q.load(conn).await?)
+    let rows: Vec<Product> = q.load(conn).await?;
+    Ok(rows.into_iter().map(tidy_product).collect())
 }
 
 /// Applies `patch` to product `id`. The merged product is checked as a
@@ -1235,7 +1269,8 @@ pub async fn update_product(
             ))
             .returning(Product::as_returning())
             .get_result(c)
-            .await?;
+            .await
+            .map(tidy_product)?;
         Ok(Changed {
             before,
             after,
@@ -1268,7 +1303,8 @@ pub async fn set_state(
             ))
             .returning(Product::as_returning())
             .get_result(c)
-            .await?;
+            .await
+            .map(tidy_product)?;
         Ok(Changed {
             before,
             after,

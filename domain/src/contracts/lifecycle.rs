@@ -886,6 +886,8 @@ pub async fn apply_outage(
 pub struct Termination {
     /// The contract as it is now (terminated).
     pub contract: Contract,
+    /// The state it was in before.
+    pub was: ContractState,
     /// The refund, in the asset it was paid in; zero when no time was left.
     pub refund: Amount,
     /// The ledger transfer of the refund; `None` for a zero refund.
@@ -979,7 +981,7 @@ pub async fn terminate(
                 "reason": reason,
                 "actor": actor,
                 "was": state.as_str(),
-                "refund": refund.value().to_string(),
+                "refund": refund.value().normalize().to_string(),
                 "asset": asset,
                 "transfer_id": transfer_id,
             }),
@@ -993,6 +995,7 @@ pub async fn terminate(
             .await?;
         Ok(Termination {
             contract,
+            was: state,
             refund,
             transfer_id,
         })
