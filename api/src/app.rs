@@ -28,6 +28,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(buying::list_products)
         .service(buying::get_product)
         .service(buying::create_quote)
+        .service(buying::get_quote)
         .service(buying::create_order)
         .service(buying::get_order)
         .service(buying::list_contracts)

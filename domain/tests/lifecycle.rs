@@ -381,7 +381,10 @@ async fn a_contract_activates_at_its_start_and_not_before() {
         .await
         .unwrap();
     assert!(report.is_empty(), "{report:?}");
-    assert_eq!(contract(&mut conn, c.id).await.state(), ContractState::Pending);
+    assert_eq!(
+        contract(&mut conn, c.id).await.state(),
+        ContractState::Pending
+    );
 
     let report = lifecycle::run_due(&mut conn, start).await.unwrap();
     assert_eq!(report.activated, vec![c.id]);
@@ -479,8 +482,16 @@ async fn concurrent_runs_move_each_contract_once() {
     let mut starting = Vec::new();
     let mut ending = Vec::new();
     for i in 0..40 {
-        starting.push(w.contract(&mut conn, midnight_days_ago(i % 5 + 1), 30).await.id);
-        ending.push(w.contract(&mut conn, midnight_days_ago(40 + i % 5), 30).await.id);
+        starting.push(
+            w.contract(&mut conn, midnight_days_ago(i % 5 + 1), 30)
+                .await
+                .id,
+        );
+        ending.push(
+            w.contract(&mut conn, midnight_days_ago(40 + i % 5), 30)
+                .await
+                .id,
+        );
     }
     assert_eq!(sold(&mut conn, w.product.id).await, dec!(800));
     let now = Utc::now();
@@ -514,12 +525,7 @@ async fn concurrent_runs_move_each_contract_once() {
     for id in &starting {
         assert_eq!(event_kinds(&mut conn, *id).await, ["activated"]);
     }
-    assert!(
-        lifecycle::run_due(&mut conn, now)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(lifecycle::run_due(&mut conn, now).await.unwrap().is_empty());
     assert_reconciled(&mut conn).await;
 }
 
@@ -550,12 +556,23 @@ async fn an_outage_extends_the_contracts_that_ran_during_it_once() {
     let later = w.contract(&mut conn, day + Duration::days(1), 30).await;
     let ended = w.contract(&mut conn, day - Duration::days(40), 30).await;
     lifecycle::run_due(&mut conn, day).await.unwrap();
-    assert_eq!(contract(&mut conn, through.id).await.state(), ContractState::Active);
-    assert_eq!(contract(&mut conn, mid.id).await.state(), ContractState::Pending);
-    assert_eq!(contract(&mut conn, ended.id).await.state(), ContractState::Expired);
+    assert_eq!(
+        contract(&mut conn, through.id).await.state(),
+        ContractState::Active
+    );
+    assert_eq!(
+        contract(&mut conn, mid.id).await.state(),
+        ContractState::Pending
+    );
+    assert_eq!(
+        contract(&mut conn, ended.id).await.state(),
+        ContractState::Expired
+    );
     // Another facility's contract is not affected.
     let elsewhere = world(&mut conn, StopRule::None, 3).await;
-    let far = elsewhere.contract(&mut conn, day - Duration::days(5), 30).await;
+    let far = elsewhere
+        .contract(&mut conn, day - Duration::days(5), 30)
+        .await;
 
     // 10:00 to 13:30: 3.5 hours, rounded up to 4; the contract that started
     // at 12:00 ran 1.5 of them, rounded up to 2.
@@ -693,7 +710,10 @@ async fn outages_are_checked() {
     let err = lifecycle::record_outage(&mut conn, w.facility, until, from, "x", "user:test")
         .await
         .unwrap_err();
-    assert!(matches!(err, LifecycleError::InvalidOutageWindow), "{err:?}");
+    assert!(
+        matches!(err, LifecycleError::InvalidOutageWindow),
+        "{err:?}"
+    );
     let err = lifecycle::record_outage(
         &mut conn,
         w.facility,
@@ -719,7 +739,10 @@ async fn outages_are_checked() {
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, LifecycleError::FacilityNotFound(_)), "{err:?}");
+    assert!(
+        matches!(err, LifecycleError::FacilityNotFound(_)),
+        "{err:?}"
+    );
     assert_reconciled(&mut conn).await;
 }
 
@@ -773,7 +796,13 @@ async fn pause_extend_suspends_after_n_zero_days_and_adds_the_paused_hours() {
     let settle = |n: i64| start + Duration::days(n) + Duration::hours(2);
 
     // Two zero days, a good one (the count starts over), then three zero days.
-    for (n, zero, count) in [(1, true, 1), (2, true, 2), (3, false, 0), (4, true, 1), (5, true, 2)] {
+    for (n, zero, count) in [
+        (1, true, 1),
+        (2, true, 2),
+        (3, false, 0),
+        (4, true, 1),
+        (5, true, 2),
+    ] {
         let day = lifecycle::record_settled_day(&mut conn, c.id, zero, settle(n))
             .await
             .unwrap();
@@ -866,15 +895,13 @@ async fn without_a_stop_rule_nothing_is_suspended() {
     let c = w.contract(&mut conn, start, 30).await;
     lifecycle::run_due(&mut conn, start).await.unwrap();
     for n in 1..=5 {
-        let day = lifecycle::record_settled_day(
-            &mut conn,
-            c.id,
-            true,
-            start + Duration::days(n),
-        )
-        .await
-        .unwrap();
-        assert_eq!((day.action, day.zero_net_days), (None, i32::try_from(n).unwrap()));
+        let day = lifecycle::record_settled_day(&mut conn, c.id, true, start + Duration::days(n))
+            .await
+            .unwrap();
+        assert_eq!(
+            (day.action, day.zero_net_days),
+            (None, i32::try_from(n).unwrap())
+        );
     }
     let now = contract(&mut conn, c.id).await;
     assert_eq!(now.state(), ContractState::Active);
@@ -905,7 +932,10 @@ async fn a_settled_day_of_an_ended_contract_is_refused() {
     let err = lifecycle::record_settled_day(&mut conn, Uuid::now_v7(), true, Utc::now())
         .await
         .unwrap_err();
-    assert!(matches!(err, LifecycleError::ContractNotFound(_)), "{err:?}");
+    assert!(
+        matches!(err, LifecycleError::ContractNotFound(_)),
+        "{err:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -934,7 +964,10 @@ async fn termination_refunds_pro_rata_once() {
     assert_eq!(done.refund.asset(), Asset::BTC);
     assert_eq!(done.contract.state(), ContractState::Terminated);
     assert_eq!(done.contract.ended_at, Some(at));
-    assert_eq!(balance(&mut conn, w.buyer, Asset::BTC).await, dec!(9.96666666));
+    assert_eq!(
+        balance(&mut conn, w.buyer, Asset::BTC).await,
+        dec!(9.96666666)
+    );
     assert_eq!(sales_revenue(&mut conn, Asset::BTC).await, dec!(0.03333334));
     assert_eq!(sold(&mut conn, w.product.id).await, dec!(0));
 
@@ -966,7 +999,10 @@ async fn termination_refunds_pro_rata_once() {
         ),
         "{err:?}"
     );
-    assert_eq!(balance(&mut conn, w.buyer, Asset::BTC).await, dec!(9.96666666));
+    assert_eq!(
+        balance(&mut conn, w.buyer, Asset::BTC).await,
+        dec!(9.96666666)
+    );
     assert_eq!(sold(&mut conn, w.product.id).await, dec!(0));
     // And the expiry job leaves it alone.
     assert!(
@@ -1088,7 +1124,10 @@ async fn termination_before_the_start_refunds_all_and_after_the_end_nothing() {
     let err = lifecycle::terminate(&mut conn, Uuid::now_v7(), "user:staff", "x", Utc::now())
         .await
         .unwrap_err();
-    assert!(matches!(err, LifecycleError::ContractNotFound(_)), "{err:?}");
+    assert!(
+        matches!(err, LifecycleError::ContractNotFound(_)),
+        "{err:?}"
+    );
     let err = lifecycle::terminate(&mut conn, expired.id, "user:staff", "", Utc::now())
         .await
         .unwrap_err();
@@ -1126,7 +1165,10 @@ async fn concurrent_terminations_refund_once() {
         }
     }
     assert_eq!(ok, 1);
-    assert_eq!(balance(&mut conn, w.buyer, Asset::BTC).await, dec!(9.96666666));
+    assert_eq!(
+        balance(&mut conn, w.buyer, Asset::BTC).await,
+        dec!(9.96666666)
+    );
     assert_eq!(sold(&mut conn, w.product.id).await, dec!(0));
     let terminated = event_kinds(&mut conn, c.id)
         .await

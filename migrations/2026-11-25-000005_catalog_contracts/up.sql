@@ -111,7 +111,8 @@ CREATE TABLE quotes (
     terms       JSONB NOT NULL,
     hashrate    NUMERIC(30, 6) NOT NULL CHECK (hashrate > 0),
     pay_asset   TEXT NOT NULL REFERENCES assets (code),
-    price_usd   NUMERIC(30, 6) NOT NULL CHECK (price_usd > 0),
+    -- hashrate (6 decimals) × price per unit (6 decimals): 12 decimals, exact
+    price_usd   NUMERIC(40, 12) NOT NULL CHECK (price_usd > 0),
     usd_rate    NUMERIC(30, 12) NOT NULL CHECK (usd_rate > 0),
     rate_source TEXT NOT NULL,
     spread_bps  INTEGER NOT NULL,

@@ -663,3 +663,42 @@ pub async fn patch_contract(
         .await?;
     Ok(HttpResponse::Ok().json(contract_view(&mut conn, updated).await?))
 }
+
+/// One of your quotes while it holds (read from Redis, then the database).
+#[utoipa::path(tag = "buying", security(("customer" = [])), params(("id" = Uuid, Path, description = "Quote id")), responses(
+    (status = 200, description = "The quote", body = QuoteView),
+    (status = 404, description = "No such quote of yours", body = crate::error::Problem),
+))]
+#[get("/v1/quotes/{id}")]
+pub async fn get_quote(state: web::Data<AppState>, who: Customer, id: web::Path<Uuid>) -> Reply {
+    use domain::schema::quotes;
+    // The database decides ownership; Redis only spares it the terms' JSON.
+    let mut conn = state.conn().await?;
+    let owned: Option<Uuid> = quotes::table
+        .find(*id)
+        .filter(quotes::user_id.eq(who.0.user.id))
+        .select(quotes::id)
+        .first(&mut conn)
+        .await
+        .optional()
+        .map_err(ApiError::from)?;
+    owned.ok_or_else(|| ApiError::not_found("quote"))?;
+    if let Ok(mut redis) = state.limiter.connection().await {
+        let cached: Result<Option<String>, _> = redis::cmd("GET")
+            .arg(format!("quote:{id}"))
+            .query_async(&mut redis)
+            .await;
+        if let Ok(Some(json)) = cached {
+            return Ok(HttpResponse::Ok()
+                .content_type("application/json")
+                .body(json));
+        }
+    }
+    let quote: Quote = quotes::table
+        .find(*id)
+        .select(Quote::as_select())
+        .first(&mut conn)
+        .await
+        .map_err(ApiError::from)?;
+    Ok(HttpResponse::Ok().json(QuoteView::from(quote)))
+}

@@ -3,9 +3,17 @@
 //! `catalog_read`, writes `catalog_write` (see `auth::ADMIN_ROUTES`); every
 //! write is appended to the audit log, with the row before and after, in the
 //! same transaction. The rules live in `domain::catalog::admin`.
+//!
+//! Handlers take [`StaffAnd`], which authorizes the caller before it reads
+//! the path, query or body: a caller without the permission learns nothing
+//! about what a valid request looks like (403 comes before 422 or 415).
 
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, get, patch, post, web};
 use diesel_async::AsyncConnection;
 use domain::catalog::admin::{
     self, CatalogError, FacilityPatch, NewAlgorithm, NewFacility, NewPool, NewProduct, ProductPatch,
@@ -23,6 +31,32 @@ use crate::routes::List;
 use crate::state::AppState;
 
 type Reply = Result<HttpResponse, actix_web::Error>;
+
+/// A staff member allowed to call the route ([`Staff`]) and then `T`,
+/// extracted only once the caller is authorized.
+pub struct StaffAnd<T>(pub Staff, pub T);
+
+impl<T> FromRequest for StaffAnd<T>
+where
+    T: FromRequest + 'static,
+    T::Future: 'static,
+    T::Error: Into<actix_web::Error>,
+{
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, actix_web::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let staff = Staff::from_request(&req, &mut Payload::None).await?;
+            let rest = T::from_request(&req, &mut payload)
+                .await
+                .map_err(Into::into)?;
+            Ok(StaffAnd(staff, rest))
+        })
+    }
+}
 
 /// The one mapping of catalog errors to problems.
 pub fn catalog_error(e: CatalogError) -> ApiError {
@@ -82,9 +116,9 @@ pub async fn list_algorithms(state: web::Data<AppState>, _staff: Staff) -> Reply
 pub async fn create_algorithm(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    body: Json<NewAlgorithm>,
+    auth: StaffAnd<Json<NewAlgorithm>>,
 ) -> Reply {
+    let StaffAnd(staff, Json(body)) = auth;
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let created = conn
@@ -140,9 +174,9 @@ pub async fn list_facilities(state: web::Data<AppState>, _staff: Staff) -> Reply
 pub async fn create_facility(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    body: Json<NewFacility>,
+    auth: StaffAnd<Json<NewFacility>>,
 ) -> Reply {
+    let StaffAnd(staff, Json(body)) = auth;
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let created = conn
@@ -175,9 +209,10 @@ pub async fn create_facility(
     (status = 404, description = "`not_found`", body = crate::error::Problem),
 ))]
 #[get("/admin/v1/facilities/{id}")]
-pub async fn get_facility(state: web::Data<AppState>, _staff: Staff, id: web::Path<Uuid>) -> Reply {
+pub async fn get_facility(state: web::Data<AppState>, auth: StaffAnd<web::Path<Uuid>>) -> Reply {
+    let id = auth.1.into_inner();
     let mut conn = state.conn().await?;
-    let f = admin::facility(&mut conn, *id)
+    let f = admin::facility(&mut conn, id)
         .await
         .map_err(catalog_error)?;
     Ok(HttpResponse::Ok().json(f))
@@ -196,11 +231,10 @@ pub async fn get_facility(state: web::Data<AppState>, _staff: Staff, id: web::Pa
 pub async fn update_facility(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    id: web::Path<Uuid>,
-    body: Json<FacilityPatch>,
+    auth: StaffAnd<(web::Path<Uuid>, Json<FacilityPatch>)>,
 ) -> Reply {
-    let id = *id;
+    let StaffAnd(staff, (id, Json(body))) = auth;
+    let id = id.into_inner();
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let after = conn
@@ -257,9 +291,9 @@ pub async fn list_pools(state: web::Data<AppState>, _staff: Staff) -> Reply {
 pub async fn create_pool(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    body: Json<NewPool>,
+    auth: StaffAnd<Json<NewPool>>,
 ) -> Reply {
+    let StaffAnd(staff, Json(body)) = auth;
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let created = conn
@@ -300,9 +334,9 @@ pub struct ProductQuery {
 #[get("/admin/v1/products")]
 pub async fn list_products(
     state: web::Data<AppState>,
-    _staff: Staff,
-    q: web::Query<ProductQuery>,
+    auth: StaffAnd<web::Query<ProductQuery>>,
 ) -> Reply {
+    let q = auth.1;
     let mut conn = state.conn().await?;
     let items = admin::list_products(&mut conn, q.state)
         .await
@@ -321,9 +355,9 @@ pub async fn list_products(
 pub async fn create_product(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    body: Json<NewProduct>,
+    auth: StaffAnd<Json<NewProduct>>,
 ) -> Reply {
+    let StaffAnd(staff, Json(body)) = auth;
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let created = conn
@@ -356,11 +390,10 @@ pub async fn create_product(
     (status = 404, description = "`not_found`", body = crate::error::Problem),
 ))]
 #[get("/admin/v1/products/{id}")]
-pub async fn get_product(state: web::Data<AppState>, _staff: Staff, id: web::Path<Uuid>) -> Reply {
+pub async fn get_product(state: web::Data<AppState>, auth: StaffAnd<web::Path<Uuid>>) -> Reply {
+    let id = auth.1.into_inner();
     let mut conn = state.conn().await?;
-    let p = admin::product(&mut conn, *id)
-        .await
-        .map_err(catalog_error)?;
+    let p = admin::product(&mut conn, id).await.map_err(catalog_error)?;
     Ok(HttpResponse::Ok().json(p))
 }
 
@@ -377,11 +410,10 @@ pub async fn get_product(state: web::Data<AppState>, _staff: Staff, id: web::Pat
 pub async fn update_product(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    id: web::Path<Uuid>,
-    body: Json<ProductPatch>,
+    auth: StaffAnd<(web::Path<Uuid>, Json<ProductPatch>)>,
 ) -> Reply {
-    let id = *id;
+    let StaffAnd(staff, (id, Json(body))) = auth;
+    let id = id.into_inner();
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);
     let after = conn
@@ -429,11 +461,10 @@ pub struct StateChange {
 pub async fn set_product_state(
     state: web::Data<AppState>,
     req: HttpRequest,
-    staff: Staff,
-    id: web::Path<Uuid>,
-    body: Json<StateChange>,
+    auth: StaffAnd<(web::Path<Uuid>, Json<StateChange>)>,
 ) -> Reply {
-    let id = *id;
+    let StaffAnd(staff, (id, Json(body))) = auth;
+    let id = id.into_inner();
     let next = body.state;
     let mut conn = state.conn().await?;
     let ip = client_ip(&req);

@@ -202,9 +202,7 @@ pub async fn price_fixings(
         .flatten()
         .ok_or_else(|| ApiError::field("day", "invalid", "a day, YYYY-MM-DD"))?;
     let mut conn = state.conn().await?;
-    let items = prices::fixings(&mut conn, day)
-        .await
-        .map_err(price_error)?;
+    let items = prices::fixings(&mut conn, day).await.map_err(price_error)?;
     Ok(HttpResponse::Ok().json(List {
         items,
         next_cursor: None,

@@ -906,8 +906,8 @@ pub struct NewProduct {
     pub inventory: Decimal,
 }
 
-/// A product update: absent (or null) fields keep their value. State has its
-/// own operation ([`set_state`]); `sold` is the orders' business.
+/// A product update: absent (or null) fields keep their value. The state has
+/// its own operation, and `sold` is the orders' business.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProductPatch {

@@ -248,7 +248,8 @@ pub async fn place_order(
     if quote.used_at.is_some() {
         return Err(OrderError::QuoteUsed);
     }
-    if quote.expires_at <= now {
+    // A quote made before midnight cannot buy a contract whose start has passed.
+    if quote.expires_at <= now || quote.starts_at <= now {
         return Err(OrderError::QuoteExpired);
     }
     let country: String = users::table
@@ -312,8 +313,8 @@ pub async fn place_order(
             e => ledger_error(e),
         })?;
     let transfer_id = posted
-        .iter()
-        .next()
+        .as_slice()
+        .first()
         .map(|p| p.transfer().id)
         .ok_or_else(|| OrderError::Internal("no transfer".into()))?;
 
@@ -322,8 +323,8 @@ pub async fn place_order(
     // The default payout asset is the first the product allows.
     let payout_asset = terms
         .payout_assets
-        .iter()
-        .next()
+        .as_slice()
+        .first()
         .cloned()
         .unwrap_or_else(|| pay_asset.code().to_owned());
     let contract: Contract = diesel::insert_into(contracts::table)
