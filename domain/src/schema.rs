@@ -396,6 +396,62 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pool_earnings (id) {
+        id -> Uuid,
+        pool_id -> Uuid,
+        day -> Date,
+        coin -> Text,
+        amount -> Numeric,
+        delivered_hashrate -> Numeric,
+        difficulty -> Numeric,
+        pool_tx_ids -> Array<Text>,
+        source -> Text,
+        corrects_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    settlement_lines (settlement_id, contract_id) {
+        settlement_id -> Uuid,
+        contract_id -> Uuid,
+        day -> Date,
+        coin -> Text,
+        hashrate -> Numeric,
+        active_seconds -> Int4,
+        gross -> Numeric,
+        fee -> Numeric,
+        net -> Numeric,
+        payout_asset -> Text,
+        payout_amount -> Numeric,
+        rate -> Numeric,
+        rate_source -> Text,
+        usd_value -> Numeric,
+    }
+}
+
+diesel::table! {
+    settlements (id) {
+        id -> Uuid,
+        earning_id -> Uuid,
+        pool_id -> Uuid,
+        day -> Date,
+        coin -> Text,
+        state -> Text,
+        inputs -> Jsonb,
+        earnings -> Numeric,
+        gross_total -> Numeric,
+        fees_total -> Numeric,
+        net_total -> Numeric,
+        house -> Numeric,
+        remainder -> Numeric,
+        contracts -> Int4,
+        delivered_ratio -> Nullable<Numeric>,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
@@ -405,7 +461,11 @@ diesel::joinable!(email_tokens -> users (user_id));
 diesel::joinable!(facility_outages -> facilities (facility_id));
 diesel::joinable!(orders -> contracts (contract_id));
 diesel::joinable!(orders -> quotes (quote_id));
+diesel::joinable!(pool_earnings -> pools (pool_id));
 diesel::joinable!(pools -> facilities (facility_id));
+diesel::joinable!(settlement_lines -> contracts (contract_id));
+diesel::joinable!(settlement_lines -> settlements (settlement_id));
+diesel::joinable!(settlements -> pool_earnings (earning_id));
 diesel::joinable!(products -> pools (pool_id));
 diesel::joinable!(quotes -> products (product_id));
 diesel::joinable!(partner_keys -> partners (partner_id));
@@ -435,6 +495,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     orders,
     partner_keys,
     partners,
+    pool_earnings,
     pools,
     price_fixings,
     prices,
@@ -444,6 +505,8 @@ diesel::allow_tables_to_appear_in_same_query!(
     refresh_tokens,
     security_events,
     sessions,
+    settlement_lines,
+    settlements,
     transfers,
     users,
 );

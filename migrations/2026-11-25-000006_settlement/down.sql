@@ -1,0 +1,3 @@
+DROP TABLE settlement_lines;
+DROP TABLE settlements;
+DROP TABLE pool_earnings;
