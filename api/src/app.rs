@@ -34,6 +34,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(buying::list_contracts)
         .service(buying::get_contract)
         .service(buying::patch_contract)
+        .service(crate::routes::settlement::contract_earnings)
+        .service(crate::routes::settlement::statement)
+        .service(crate::routes::settlement::list)
+        .service(crate::routes::settlement::run_day)
         // customer auth and account
         .service(auth::register)
         .service(auth::verify_email)
@@ -96,6 +100,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(crate::routes::catalog_admin::get_product)
         .service(crate::routes::catalog_admin::update_product)
         .service(crate::routes::catalog_admin::set_product_state)
+        .service(crate::routes::earnings_admin::import_pool_earnings)
+        .service(crate::routes::earnings_admin::list_pool_earnings)
         // partners
         .service(partner::list_customers)
         .service(partner::create_customer)

@@ -94,6 +94,12 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         "/admin/v1/products/{id}/state",
         Permission::CatalogWrite,
     ),
+    (
+        "POST",
+        "/admin/v1/pool-earnings",
+        Permission::SettlementsRun,
+    ),
+    ("GET", "/admin/v1/pool-earnings", Permission::ReportsRead),
 ];
 
 pub fn admin_permission(method: &Method, pattern: &str) -> Option<Permission> {

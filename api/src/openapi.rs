@@ -25,6 +25,7 @@ Errors are RFC 9457 problem+json documents with a stable `code`; amounts are dec
         (name = "admin-auth", description = "Staff sign-in, step-up and their own account"),
         (name = "buying", description = "Quotes and orders"),
         (name = "contracts", description = "The customer's contracts"),
+        (name = "money", description = "Balances, ledger and statements"),
         (name = "admin", description = "The back office; each route needs a role permission"),
         (name = "partner", description = "The signed partner API"),
     )

@@ -10,3 +10,4 @@ pub mod money;
 pub mod outbox;
 pub mod schema;
 pub mod seed;
+pub mod settlement;

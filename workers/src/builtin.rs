@@ -56,6 +56,20 @@ pub fn registry() -> Registry {
             crate::pricefeed::PRICE_FIXING_JOB,
             crate::pricefeed::price_fixing_job,
         )
+        .register(
+            crate::pooladapter::IMPORT_POOL_EARNINGS_JOB,
+            crate::pooladapter::import_pool_earnings_job,
+        )
+        .register(crate::settle::SETTLE_JOB, crate::settle::settle_job)
+}
+
+/// The UTC hour of the daily settlement (`HASHGRID_SETTLE_HOUR`, default 2).
+fn settle_hour() -> u32 {
+    std::env::var("HASHGRID_SETTLE_HOUR")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|h| *h < 24)
+        .unwrap_or(2)
 }
 
 pub fn schedules() -> Vec<Schedule> {
@@ -70,6 +84,12 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::new(
             crate::pricefeed::PRICE_FIXING_JOB,
             Every::DailyAt(NaiveTime::from_hms_opt(0, 5, 0).unwrap_or(NaiveTime::MIN)),
+        ),
+        crate::pooladapter::schedule(),
+        // Yesterday's imports that nothing settled yet (normally each import enqueues its own).
+        Schedule::new(
+            crate::settle::SETTLE_JOB,
+            Every::DailyAt(NaiveTime::from_hms_opt(settle_hour(), 30, 0).unwrap_or(NaiveTime::MIN)),
         ),
     ]
 }

@@ -3,5 +3,7 @@
 pub mod builtin;
 pub mod lifecycle;
 pub mod mailer;
+pub mod pooladapter;
 pub mod pricefeed;
 pub mod runner;
+pub mod settle;

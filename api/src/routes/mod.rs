@@ -7,10 +7,12 @@ pub mod auth;
 pub mod buying;
 pub mod catalog_admin;
 pub mod contracts_admin;
+pub mod earnings_admin;
 pub mod me;
 pub mod ops;
 pub mod partner;
 pub mod prices;
+pub mod settlement;
 
 use serde::Serialize;
 use utoipa::ToSchema;
