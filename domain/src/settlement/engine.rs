@@ -476,8 +476,10 @@ pub async fn settle(
             .payout_asset
             .parse()
             .map_err(|_| SettlementError::UnknownCoin(l.payout_asset.clone()))?;
-        if !payer_accounts.contains_key(&(owner.0.key(), l.payout_asset.clone())) {
-            payer_accounts.insert((owner.0.key(), l.payout_asset.clone()), 0);
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            payer_accounts.entry((owner.0.key(), l.payout_asset.clone()))
+        {
+            slot.insert(0);
             keys.push((owner.0, asset, owner.1));
         }
     }
