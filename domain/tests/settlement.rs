@@ -339,6 +339,12 @@ async fn a_day_with_zero_net_counts_towards_the_stop_rule() {
     let (product, pool) = product_named(&mut conn, "BTC 180 days%").await;
     let dave = customer(&mut conn).await;
     let (c1, day) = buy(&mut conn, dave, product, "100").await;
+    // The lifecycle job has activated it by the time its days are settled.
+    diesel::update(contracts::table.find(c1))
+        .set(contracts::state.eq("active"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     // A BTC price so low the fee eats the whole gross.
     fix(&mut conn, day, &[("BTC", dec!(1)), ("USDT", dec!(1))]).await;
     let e = import(&mut conn, pool, day, "BTC", dec!(0.00001), dec!(100)).await;
@@ -352,8 +358,54 @@ async fn a_day_with_zero_net_counts_towards_the_stop_rule() {
         .unwrap();
     assert_eq!(zero, 1);
     assert!(ledger::reconcile(&mut conn).await.unwrap().is_empty());
+    // Two more days without net: the product's stop rule (3 days) suspends it.
+    let mut d = day;
+    for _ in 0..2 {
+        d = d.succ_opt().unwrap();
+        fix(&mut conn, d, &[("BTC", dec!(1)), ("USDT", dec!(1))]).await;
+        let e = import(&mut conn, pool, d, "BTC", dec!(0.00001), dec!(100)).await;
+        engine::settle(&mut conn, e).await.unwrap();
+    }
+    let state: String = contracts::table
+        .find(c1)
+        .select(contracts::state)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(state, "suspended");
+    // A profitable day resumes it; pause_extend adds the paused hours to the end.
+    let ends_before: chrono::DateTime<Utc> = contracts::table
+        .find(c1)
+        .select(contracts::ends_at)
+        .first(&mut conn)
+        .await
+        .unwrap();
+    d = d.succ_opt().unwrap();
+    fix(&mut conn, d, &[("BTC", dec!(100000)), ("USDT", dec!(1))]).await;
+    let e = import(&mut conn, pool, d, "BTC", dec!(0.0001), dec!(100)).await;
+    engine::settle(&mut conn, e).await.unwrap();
+    let (state, ends_after): (String, chrono::DateTime<Utc>) = contracts::table
+        .find(c1)
+        .select((contracts::state, contracts::ends_at))
+        .first(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(state, "active");
+    assert!(ends_after > ends_before, "paused hours added");
+    let kinds: Vec<String> = domain::contracts::store::events(&mut conn, c1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.contains(&"suspended".to_owned()) && kinds.contains(&"resumed".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(ledger::reconcile(&mut conn).await.unwrap().is_empty());
+
     // A missing fixing is refused before anything is posted.
-    let next = day.succ_opt().unwrap();
+    let next = d.succ_opt().unwrap();
     let e2 = import(&mut conn, pool, next, "BTC", dec!(0.001), dec!(100)).await;
     assert!(matches!(
         engine::settle(&mut conn, e2).await,

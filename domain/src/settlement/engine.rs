@@ -23,7 +23,7 @@ use super::allocation::{self, ContractShare, Inputs};
 use crate::catalog::prices;
 use crate::ledger::{self, AccountKind, LedgerError, NewTransfer, Owner, Posting, TransferKind};
 use crate::money::{Amount, Asset, decimal_to_units, units_to_decimal};
-use crate::schema::{pool_earnings, settlement_lines, settlements};
+use crate::schema::{pool_earnings, settlements};
 
 /// Contracts per ledger batch: big enough to be fast, small enough for memory.
 const CHUNK: usize = 20_000;
@@ -720,19 +720,71 @@ pub async fn settle(
             }
             // The stop rule counts days with zero net on the coin the fee is charged on.
             if charge_fee {
-                diesel::sql_query(
-                    "UPDATE contracts c SET zero_net_days = CASE WHEN l.net = 0 THEN c.zero_net_days + 1 ELSE 0 END \
-                     FROM settlement_lines l WHERE l.settlement_id = $1 AND l.contract_id = c.id AND l.active_seconds > 0",
-                )
-                .bind::<SqlUuid, _>(settlement_id)
-                .execute(c)
-                .await?;
+                apply_stop_rule(c, &plan, settlement_id).await?;
             }
             Ok::<_, SettlementError>(row)
         })
         .await?;
     tracing::info!(ms = started.elapsed().as_millis(), "settlement recorded");
     Ok(settlement)
+}
+
+/// Updates the zero-net counters and applies each product's stop rule: a
+/// profitable day resets the count (in bulk); a day with zero net counts
+/// (and may suspend); a suspended contract resumes when the day would have
+/// paid it a positive net (the pool's gross per unit above its fee).
+async fn apply_stop_rule(
+    c: &mut AsyncPgConnection,
+    plan: &Plan,
+    settlement_id: Uuid,
+) -> Result<(), SettlementError> {
+    let (_, day_end) = day_bounds(plan.day);
+    diesel::sql_query(
+        "UPDATE contracts c SET zero_net_days = 0 FROM settlement_lines l \
+         WHERE l.settlement_id = $1 AND l.contract_id = c.id AND l.active_seconds > 0 AND l.net > 0 AND c.zero_net_days <> 0",
+    )
+    .bind::<SqlUuid, _>(settlement_id)
+    .execute(c)
+    .await?;
+    for l in plan
+        .lines
+        .iter()
+        .filter(|l| l.active_seconds > 0 && l.net.is_zero())
+    {
+        crate::contracts::lifecycle::record_settled_day(c, l.contract_id, true, day_end)
+            .await
+            .map_err(|e| SettlementError::Allocation(format!("stop rule: {e}")))?;
+    }
+    // Suspended contracts of this pool: would today have paid them?
+    let denominator = plan.delivered_hashrate.max(plan.sold_hashrate);
+    let gross_per_unit = if denominator.is_zero() {
+        Decimal::ZERO
+    } else {
+        plan.earnings / denominator
+    };
+    #[derive(QueryableByName)]
+    struct Suspended {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+        #[diesel(sql_type = Text)]
+        fee_usd: String,
+    }
+    let suspended: Vec<Suspended> = diesel::sql_query(
+        "SELECT id, terms->>'fee_usd_per_unit_day' AS fee_usd FROM contracts \
+         WHERE state = 'suspended' AND (terms->>'pool_id')::uuid = $1 AND ends_at > $2",
+    )
+    .bind::<SqlUuid, _>(plan.pool_id)
+    .bind::<Timestamptz, _>(day_end)
+    .load(c)
+    .await?;
+    for s in suspended {
+        let fee_per_unit = s.fee_usd.parse::<Decimal>().unwrap_or(Decimal::ZERO) / plan.price_usd;
+        let profitable = gross_per_unit > fee_per_unit;
+        crate::contracts::lifecycle::record_settled_day(c, s.id, !profitable, day_end)
+            .await
+            .map_err(|e| SettlementError::Allocation(format!("stop rule: {e}")))?;
+    }
+    Ok(())
 }
 
 fn positive(value: Decimal, asset: Asset) -> Result<Option<Amount>, SettlementError> {
