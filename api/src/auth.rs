@@ -59,6 +59,12 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         "/admin/v1/reports/reconciliation",
         Permission::ReportsRead,
     ),
+    ("GET", "/admin/v1/settlements", Permission::ReportsRead),
+    (
+        "POST",
+        "/admin/v1/settlements/{day}/run",
+        Permission::SettlementsRun,
+    ),
     ("GET", "/admin/v1/contracts/{id}", Permission::UsersRead),
     (
         "POST",

@@ -16,6 +16,7 @@ use chrono::NaiveDate;
 use diesel_async::AsyncConnection;
 use domain::identity::audit::{self, AuditEntry};
 use domain::settlement::earnings::{self, EarningError, NewEarning, NewEarningInput, PoolEarning};
+use domain::settlement::engine::{self, EarningInput, SettlementError};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -201,11 +202,41 @@ async fn dry_run(state: &AppState, batch: Vec<NewEarning>, csv: bool) -> Reply {
     earnings::check(&mut conn, &earning)
         .await
         .map_err(|e| earning_error(e, None))?;
-    // The settlement engine has no dry run yet: nothing is allocated.
+    let plan = engine::dry_run(
+        &mut conn,
+        &EarningInput {
+            id: None,
+            pool_id: earning.pool_id,
+            day: earning.day,
+            coin: earning.coin.clone(),
+            amount: earning.amount,
+            delivered_hashrate: earning.delivered_hashrate,
+            difficulty: earning.difficulty,
+            pool_tx_ids: earning.pool_tx_ids.clone(),
+        },
+    )
+    .await
+    .map_err(settlement_error)?;
     Ok(HttpResponse::Ok().json(DryRun {
         earning,
-        allocation: None,
+        allocation: Some(serde_json::to_value(plan).map_err(ApiError::internal)?),
     }))
+}
+
+/// The engine's refusal of a dry run: a missing fixing is a state to fix
+/// first (409), an unknown coin the input's fault (422).
+fn settlement_error(e: SettlementError) -> ApiError {
+    match &e {
+        SettlementError::FixingMissing(..)
+        | SettlementError::Superseded
+        | SettlementError::CorrectionOfSettledDay
+        | SettlementError::Allocation(_) => {
+            ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+        }
+        SettlementError::UnknownCoin(_) => ApiError::field("coin", e.code(), e.to_string()),
+        SettlementError::UnknownEarning => ApiError::not_found("pool earnings import"),
+        SettlementError::Ledger(_) | SettlementError::Database(_) => ApiError::internal(e),
+    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -25,7 +25,7 @@ fn settlement_error(e: engine::SettlementError) -> ApiError {
     use engine::SettlementError as S;
     let status = match &e {
         S::UnknownEarning => StatusCode::NOT_FOUND,
-        S::FixingMissing(..) | S::Superseded => StatusCode::CONFLICT,
+        S::FixingMissing(..) | S::Superseded | S::CorrectionOfSettledDay => StatusCode::CONFLICT,
         S::UnknownCoin(_) | S::Allocation(_) => StatusCode::UNPROCESSABLE_ENTITY,
         S::Ledger(_) | S::Database(_) => return ApiError::internal(anyhow::anyhow!("{e}")),
     };

@@ -310,7 +310,7 @@ pub fn validate(e: &NewEarning, pool: &Pool, today: NaiveDate) -> Result<(), Ear
             ),
         ));
     }
-    if !pool.coins.iter().any(|c| *c == e.coin) {
+    if !pool.coins.contains(&e.coin) {
         return Err(EarningError::invalid(
             "coin",
             "coin_not_mined",
@@ -518,7 +518,24 @@ pub async fn import(
             .get_result(c)
             .await;
         match inserted {
-            Ok(row) => Ok(tidy(row)),
+            Ok(row) => {
+                // Settled by the workers once imported: enqueued here, in the
+                // import's transaction, under a key that makes it once.
+                let job = crate::outbox::jobs::NewJob::new(
+                    "settle",
+                    serde_json::json!({ "earning_id": row.id }),
+                )
+                .unique(format!("settle:{}", row.id));
+                crate::outbox::jobs::enqueue(c, &job)
+                    .await
+                    .map_err(|e| match e {
+                        crate::outbox::jobs::JobError::Database(d) => EarningError::from(d),
+                        other => EarningError::from(diesel::result::Error::QueryBuilderError(
+                            other.to_string().into(),
+                        )),
+                    })?;
+                Ok(tidy(row))
+            }
             // Another import won a race between the check and the insert.
             Err(err) if is_unique_violation(&err) => {
                 let latest = latest_for(c, e.pool_id, e.day, &e.coin)

@@ -38,6 +38,8 @@ pub enum SettlementError {
     UnknownCoin(String),
     #[error("this import was corrected; settle the correction")]
     Superseded,
+    #[error("the corrected import was already settled; correcting a paid day is not supported yet")]
+    CorrectionOfSettledDay,
     #[error("allocation: {0}")]
     Allocation(String),
     #[error("ledger: {0}")]
@@ -53,6 +55,7 @@ impl SettlementError {
             SettlementError::FixingMissing(..) => "fixing_missing",
             SettlementError::UnknownCoin(_) => "unknown_coin",
             SettlementError::Superseded => "earning_corrected",
+            SettlementError::CorrectionOfSettledDay => "correction_of_settled_day",
             SettlementError::Allocation(_) => "allocation_failed",
             SettlementError::Ledger(_) | SettlementError::Database(_) => "internal_error",
         }
@@ -454,6 +457,19 @@ pub async fn settle(
     let (earning, corrected) = load_earning(conn, earning_id).await?;
     if corrected {
         return Err(SettlementError::Superseded);
+    }
+    // A correction of a day already paid would need correcting transfers
+    // (the difference per contract); until that exists it is refused, never
+    // posted twice. A correction of an unsettled import settles normally.
+    let corrects: Option<Uuid> = pool_earnings::table
+        .find(earning_id)
+        .select(pool_earnings::corrects_id)
+        .first(conn)
+        .await?;
+    if let Some(original) = corrects
+        && settlement_for(conn, original).await?.is_some()
+    {
+        return Err(SettlementError::CorrectionOfSettledDay);
     }
     let started = std::time::Instant::now();
     let plan = plan(conn, &earning).await?;
