@@ -78,9 +78,12 @@ pub async fn run_day(
     state: web::Data<AppState>,
     req: HttpRequest,
     staff: Staff,
-    day: web::Path<NaiveDate>,
+    day: web::Path<String>,
 ) -> Reply {
-    let day = day.into_inner();
+    // Parsed after the permission check, so a caller without it gets 403 whatever the path.
+    let day: NaiveDate = day
+        .parse()
+        .map_err(|_| ApiError::field("day", "invalid", "a date as YYYY-MM-DD"))?;
     if day >= Utc::now().date_naive() {
         return Err(
             ApiError::field("day", "not_ended", "a day is settled once it has ended").into(),
