@@ -271,7 +271,11 @@ pub async fn plan(conn: &mut AsyncPgConnection, e: &EarningInput) -> Result<Plan
     for (line, (c, share)) in alloc.lines.iter().zip(running.iter().zip(shares.iter())) {
         let net = dec(line.net, decimals)?;
         let (rate, rate_source, payout_amount) = if c.payout_asset == e.coin {
-            (Decimal::ONE, "same asset".to_owned(), net)
+            (
+                Decimal::ONE,
+                format!("fixing {} {price_source} (no conversion)", e.coin),
+                net,
+            )
         } else {
             if !rates.contains_key(&c.payout_asset) {
                 let f = fixing(conn, &c.payout_asset, e.day).await?;
