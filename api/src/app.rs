@@ -31,6 +31,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(buying::get_quote)
         .service(buying::create_order)
         .service(buying::get_order)
+        .service(buying::balances)
         .service(buying::list_contracts)
         .service(buying::get_contract)
         .service(buying::patch_contract)

@@ -201,3 +201,56 @@ async fn a_settled_day_shows_in_earnings_and_statements() {
     assert_eq!(s, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn balances_list_every_asset() {
+    let app = spawn_app_with(|_| {}, &[("HASHGRID_TRUST_PROXY", "1")]).await;
+    let client = client_from(&random_ip());
+    let (user, _, token) = customer(&app, &client).await;
+    let mut conn = app.db.conn().await.unwrap();
+    let bank = ledger::open_account(
+        &mut conn,
+        &Owner::Network("t".into()),
+        Asset::USDT,
+        AccountKind::Custody,
+    )
+    .await
+    .unwrap();
+    let acc = ledger::open_account(
+        &mut conn,
+        &Owner::User(user),
+        Asset::USDT,
+        AccountKind::Customer,
+    )
+    .await
+    .unwrap();
+    let amount = Amount::parse("1000.5", Asset::USDT, Sign::Positive).unwrap();
+    ledger::post_batch(
+        &mut conn,
+        &[NewTransfer::new("fund", TransferKind::Deposit, bank.id, acc.id, amount).into()],
+    )
+    .await
+    .unwrap();
+    let hold = NewTransfer::new(
+        "hold",
+        TransferKind::WithdrawalHold,
+        acc.id,
+        bank.id,
+        Amount::parse("0.5", Asset::USDT, Sign::Positive).unwrap(),
+    )
+    .pending();
+    ledger::post_batch(&mut conn, &[hold.into()]).await.unwrap();
+    let (s, body) = call(&app, &client, "GET", "/v1/balances", Some(&token), None).await;
+    assert_eq!(s, 200, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    let usdt = items.iter().find(|i| i["asset"] == "USDT").unwrap();
+    assert_eq!(
+        (usdt["available"].as_str(), usdt["held"].as_str()),
+        (Some("1000"), Some("0.5"))
+    );
+    let btc = items.iter().find(|i| i["asset"] == "BTC").unwrap();
+    assert_eq!(btc["available"], "0");
+    let (s, _) = call(&app, &client, "GET", "/v1/balances", None, None).await;
+    assert_eq!(s, 401);
+}

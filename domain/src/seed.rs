@@ -444,15 +444,20 @@ pub async fn demo_catalog(conn: &mut AsyncPgConnection) -> Result<(), SeedError>
         ("USDC", "1"),
         ("LTC", "104.5"),
     ] {
-        diesel::insert_into(prices::table)
-            .values((
-                prices::asset.eq(asset),
-                prices::usd.eq(dec(usd)?),
-                prices::source.eq("demo"),
-                prices::observed_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
+        // One observation now (quotes) and one before midnight (today's fixing).
+        let before_midnight = now.date_naive().and_time(chrono::NaiveTime::MIN).and_utc()
+            - chrono::Duration::hours(1);
+        for observed in [before_midnight, now] {
+            diesel::insert_into(prices::table)
+                .values((
+                    prices::asset.eq(asset),
+                    prices::usd.eq(dec(usd)?),
+                    prices::source.eq("demo"),
+                    prices::observed_at.eq(observed),
+                ))
+                .execute(conn)
+                .await?;
+        }
     }
     for (coin, difficulty, reward, fees) in [
         ("BTC", "102289407543323", "3.125", "0.03"),

@@ -702,3 +702,44 @@ pub async fn get_quote(state: web::Data<AppState>, who: Customer, id: web::Path<
         .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(QuoteView::from(quote)))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BalanceView {
+    pub asset: Asset,
+    /// Spendable now.
+    #[schema(value_type = String)]
+    pub available: Decimal,
+    /// Reserved by pending withdrawals.
+    #[schema(value_type = String)]
+    pub held: Decimal,
+}
+
+/// Your balance in every asset (zero where you hold none).
+#[utoipa::path(tag = "money", security(("customer" = [])), responses(
+    (status = 200, description = "One entry per asset", body = List<BalanceView>),
+))]
+#[get("/v1/balances")]
+pub async fn balances(state: web::Data<AppState>, who: Customer) -> Reply {
+    use domain::ledger::{self, AccountKind, Owner};
+    let mut conn = state.conn().await?;
+    let accounts = ledger::balances_of_owner(&mut conn, &Owner::User(who.0.user.id))
+        .await
+        .map_err(ApiError::from)?;
+    let items = Asset::ALL
+        .into_iter()
+        .map(|asset| {
+            let acc = accounts
+                .iter()
+                .find(|a| a.asset == asset && a.kind == AccountKind::Customer);
+            BalanceView {
+                asset,
+                available: acc.map_or(Decimal::ZERO, |a| a.available()),
+                held: acc.map_or(Decimal::ZERO, |a| a.held()),
+            }
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(List {
+        items,
+        next_cursor: None,
+    }))
+}
