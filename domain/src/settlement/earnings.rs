@@ -60,11 +60,11 @@ pub const CSV_CORRECTS: &str = "corrects";
 /// Hashgrid does not settle. LTC is mined (merged with DOGE) but is not a
 /// ledger asset, so this is not `Asset::ledger_decimals`.
 pub fn coin_decimals(coin: &str) -> Option<u32> {
-    match coin {
-        "BTC" | "LTC" | "DOGE" => Some(8),
-        "ETH" | "BNB" => Some(18),
-        _ => None,
-    }
+    // Pools pay these coins (stablecoins are never mined); the precision
+    // itself has one home, the engine's.
+    matches!(coin, "BTC" | "LTC" | "DOGE" | "ETH" | "BNB")
+        .then(|| super::engine::coin_decimals(coin))
+        .flatten()
 }
 
 /// An import to store, validated by [`validate`] and stored by [`import`].
