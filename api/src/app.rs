@@ -32,6 +32,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(buying::create_order)
         .service(buying::get_order)
         .service(buying::balances)
+        .service(buying::ledger_entries)
         .service(buying::list_contracts)
         .service(buying::get_contract)
         .service(buying::patch_contract)

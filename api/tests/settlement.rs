@@ -253,4 +253,30 @@ async fn balances_list_every_asset() {
     assert_eq!(btc["available"], "0");
     let (s, _) = call(&app, &client, "GET", "/v1/balances", None, None).await;
     assert_eq!(s, 401);
+    // The ledger lists both movements, newest first, with their direction; pages by cursor.
+    let (s, page) = call(
+        &app,
+        &client,
+        "GET",
+        "/v1/ledger?limit=1",
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["items"][0]["kind"], "withdrawal_hold");
+    assert_eq!(page["items"][0]["direction"], "debit");
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let (_, next) = call(
+        &app,
+        &client,
+        "GET",
+        &format!("/v1/ledger?limit=1&cursor={cursor}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(next["items"][0]["kind"], "deposit");
+    assert_eq!(next["items"][0]["direction"], "credit");
+    assert_eq!(next["items"][0]["amount"], "1000.5");
 }

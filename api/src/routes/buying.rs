@@ -743,3 +743,98 @@ pub async fn balances(state: web::Data<AppState>, who: Customer) -> Reply {
         next_cursor: None,
     }))
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LedgerEntry {
+    pub id: Uuid,
+    pub asset: String,
+    /// Why: `purchase`, `payout`, `deposit`, `withdrawal_hold`, `refund`, …
+    pub kind: String,
+    /// `single`, `pending` (a hold), `post` or `void`
+    pub phase: String,
+    /// `credit` (in) or `debit` (out) for you.
+    pub direction: String,
+    #[schema(value_type = String)]
+    pub amount: Decimal,
+    pub reference: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every ledger transfer that touched your balances, newest first.
+#[utoipa::path(tag = "money", security(("customer" = [])), params(Page), responses(
+    (status = 200, description = "A page of entries", body = List<LedgerEntry>),
+))]
+#[get("/v1/ledger")]
+pub async fn ledger_entries(
+    state: web::Data<AppState>,
+    who: Customer,
+    page: web::Query<Page>,
+) -> Reply {
+    use domain::ledger::{self, AccountKind, Owner};
+    use domain::schema::transfers as t;
+    let mut conn = state.conn().await?;
+    let accounts: Vec<i64> = ledger::balances_of_owner(&mut conn, &Owner::User(who.0.user.id))
+        .await
+        .map_err(ApiError::from)?
+        .into_iter()
+        .filter(|a| a.kind == AccountKind::Customer)
+        .map(|a| a.id)
+        .collect();
+    let n = page.limit.unwrap_or(50).clamp(1, 200);
+    let mut q = t::table
+        .filter(
+            t::debit_account_id
+                .eq_any(&accounts)
+                .or(t::credit_account_id.eq_any(&accounts)),
+        )
+        .order(t::id.desc())
+        .limit(n)
+        .select((
+            t::id,
+            t::asset,
+            t::kind,
+            t::phase,
+            t::debit_account_id,
+            t::amount,
+            t::reference,
+            t::created_at,
+        ))
+        .into_boxed();
+    if let Some(c) = page.cursor {
+        q = q.filter(t::id.lt(c));
+    }
+    let rows: Vec<(
+        Uuid,
+        String,
+        String,
+        String,
+        i64,
+        Decimal,
+        String,
+        DateTime<Utc>,
+    )> = q.load(&mut conn).await.map_err(ApiError::from)?;
+    let next_cursor = (i64::try_from(rows.len()).unwrap_or(0) == n)
+        .then(|| rows.last().map(|r| r.0.to_string()))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(
+            |(id, asset, kind, phase, debit, amount, reference, created_at)| LedgerEntry {
+                direction: if accounts.contains(&debit) {
+                    "debit"
+                } else {
+                    "credit"
+                }
+                .to_owned(),
+                id,
+                asset,
+                kind,
+                phase,
+                amount: amount.normalize(),
+                reference,
+                created_at,
+            },
+        )
+        .collect();
+    Ok(HttpResponse::Ok().json(List { items, next_cursor }))
+}
