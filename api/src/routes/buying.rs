@@ -760,6 +760,18 @@ pub struct LedgerEntry {
     pub created_at: DateTime<Utc>,
 }
 
+/// id, asset, kind, phase, debit account, amount, reference, time
+type LedgerRow = (
+    Uuid,
+    String,
+    String,
+    String,
+    i64,
+    Decimal,
+    String,
+    DateTime<Utc>,
+);
+
 /// Every ledger transfer that touched your balances, newest first.
 #[utoipa::path(tag = "money", security(("customer" = [])), params(Page), responses(
     (status = 200, description = "A page of entries", body = List<LedgerEntry>),
@@ -803,16 +815,7 @@ pub async fn ledger_entries(
     if let Some(c) = page.cursor {
         q = q.filter(t::id.lt(c));
     }
-    let rows: Vec<(
-        Uuid,
-        String,
-        String,
-        String,
-        i64,
-        Decimal,
-        String,
-        DateTime<Utc>,
-    )> = q.load(&mut conn).await.map_err(ApiError::from)?;
+    let rows: Vec<LedgerRow> = q.load(&mut conn).await.map_err(ApiError::from)?;
     let next_cursor = (i64::try_from(rows.len()).unwrap_or(0) == n)
         .then(|| rows.last().map(|r| r.0.to_string()))
         .flatten();
