@@ -37,10 +37,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::store::{Contract, ContractState};
-use crate::catalog::model::StopRule;
+use crate::catalog::model::{StopRule, Terms};
 use crate::ledger::{self, AccountKind, LedgerError, NewTransfer, Owner, TransferKind};
 use crate::money::{Amount, Asset};
-use crate::schema::{contract_events, contracts, facilities, facility_outages, products};
+use crate::outbox::email::{self as mail, EmailError, EmailTemplate};
+use crate::schema::{contract_events, contracts, facilities, facility_outages, products, users};
 
 /// Contracts moved per transaction by [`run_due`]: bounds how long rows stay
 /// locked and how large one transaction gets after a long worker outage.
@@ -361,7 +362,9 @@ pub struct SettledDay {
 /// (the rule it was sold with). A suspension sets `suspended_at` and writes
 /// a `suspended` event with its reason; a resume makes it active again —
 /// under `pause_extend` with the paused hours (rounded up) added to
-/// `ends_at` and `extended_hours` — and writes a `resumed` event.
+/// `ends_at` and `extended_hours` — and writes a `resumed` event. Both queue
+/// an e-mail to the customer (`contract_suspended`, `contract_resumed`) in
+/// the same transaction; none for a contract a partner bought.
 ///
 /// Call it for every settled day of an active or suspended contract (for a
 /// suspended one: whether the day would have had a positive net), inside
@@ -432,6 +435,22 @@ pub async fn record_settled_day(
                     now,
                 )
                 .await?;
+                let rule_words = match rule {
+                    StopRule::Stop => "stopped",
+                    StopRule::PauseExtend | StopRule::None => "paused and extended",
+                };
+                notify_owner(
+                    conn,
+                    &c,
+                    &terms,
+                    EmailTemplate::ContractSuspended,
+                    &[
+                        ("days", zero_net_days.to_string()),
+                        ("rule", rule_words.to_owned()),
+                        ("suspended_at", mail_time(now)),
+                    ],
+                )
+                .await?;
                 out.state = ContractState::Suspended;
             }
             Some(Action::Resume) => {
@@ -471,6 +490,17 @@ pub async fn record_settled_day(
                     now,
                 )
                 .await?;
+                notify_owner(
+                    conn,
+                    &c,
+                    &terms,
+                    EmailTemplate::ContractResumed,
+                    &[
+                        ("resumed_at", mail_time(now)),
+                        ("extended_hours", extension.to_string()),
+                    ],
+                )
+                .await?;
                 out.state = ContractState::Active;
                 out.extended_hours = extension;
                 out.ends_at = ends_at;
@@ -479,6 +509,55 @@ pub async fn record_settled_day(
         Ok(out)
     })
     .await
+}
+
+/// Queues `template` to the owner of contract `c`, in the caller's
+/// transaction, with `vars` and `contract` (the product name and the first
+/// block of the id). A contract a partner bought is left to the partner,
+/// which has no contact address on file: nothing is sent for it.
+async fn notify_owner(
+    conn: &mut AsyncPgConnection,
+    c: &Contract,
+    terms: &Terms,
+    template: EmailTemplate,
+    vars: &[(&'static str, String)],
+) -> Result<(), LifecycleError> {
+    if c.partner_id.is_some() {
+        return Ok(());
+    }
+    let to: String = users::table
+        .find(c.user_id)
+        .select(users::email)
+        .first(conn)
+        .await?;
+    // Product names may hold line breaks, which a subject must not: they
+    // would fail the mail and with it the settlement.
+    let product: String = terms
+        .product_name
+        .chars()
+        .map(|ch| {
+            if ch.is_control() || ch == '\u{2028}' || ch == '\u{2029}' {
+                ' '
+            } else {
+                ch
+            }
+        })
+        .collect();
+    let id = c.id.to_string();
+    let contract = format!("{} ({})", product.trim(), &id[..8]);
+    let mut all: Vec<(&str, &str)> = vec![("contract", contract.as_str())];
+    all.extend(vars.iter().map(|(k, v)| (*k, v.as_str())));
+    let email_error = |e: EmailError| match e {
+        EmailError::Database(e) => LifecycleError::Database(e),
+        e => corrupt(format!("{template} e-mail for contract {}: {e}", c.id)),
+    };
+    let email = mail::render(template, &to, &all).map_err(email_error)?;
+    mail::queue(conn, &email).await.map_err(email_error)?;
+    Ok(())
+}
+
+fn mail_time(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%d %H:%M UTC").to_string()
 }
 
 /// Whether the contract's latest suspension was the stop rule's (and not,

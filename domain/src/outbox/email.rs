@@ -66,15 +66,23 @@ pub enum EmailTemplate {
     EmailChangeConfirm,
     /// Variables: `event` (also in the subject), `occurred_at`, `ip`.
     SecurityAlert,
+    /// The stop rule paused a contract. Variables: `contract` (also in the
+    /// subject), `days`, `rule`, `suspended_at`.
+    ContractSuspended,
+    /// A paused contract runs again. Variables: `contract` (also in the
+    /// subject), `resumed_at`, `extended_hours`.
+    ContractResumed,
 }
 
 impl EmailTemplate {
-    pub const ALL: [EmailTemplate; 5] = [
+    pub const ALL: [EmailTemplate; 7] = [
         EmailTemplate::VerifyEmail,
         EmailTemplate::PasswordReset,
         EmailTemplate::PasswordChanged,
         EmailTemplate::EmailChangeConfirm,
         EmailTemplate::SecurityAlert,
+        EmailTemplate::ContractSuspended,
+        EmailTemplate::ContractResumed,
     ];
 
     /// The name stored in `emails.template` (and the templates' file name).
@@ -85,6 +93,8 @@ impl EmailTemplate {
             EmailTemplate::PasswordChanged => "password_changed",
             EmailTemplate::EmailChangeConfirm => "email_change_confirm",
             EmailTemplate::SecurityAlert => "security_alert",
+            EmailTemplate::ContractSuspended => "contract_suspended",
+            EmailTemplate::ContractResumed => "contract_resumed",
         }
     }
 
@@ -100,6 +110,8 @@ impl EmailTemplate {
             EmailTemplate::PasswordChanged => "Your Hashgrid password was changed",
             EmailTemplate::EmailChangeConfirm => "Confirm your new Hashgrid e-mail address",
             EmailTemplate::SecurityAlert => "Hashgrid security alert: {{event}}",
+            EmailTemplate::ContractSuspended => "Your Hashgrid contract {{contract}} is paused",
+            EmailTemplate::ContractResumed => "Your Hashgrid contract {{contract}} is mining again",
         }
     }
 
@@ -118,6 +130,12 @@ impl EmailTemplate {
             EmailTemplate::SecurityAlert => {
                 include_str!("../../templates/email/security_alert.txt")
             }
+            EmailTemplate::ContractSuspended => {
+                include_str!("../../templates/email/contract_suspended.txt")
+            }
+            EmailTemplate::ContractResumed => {
+                include_str!("../../templates/email/contract_resumed.txt")
+            }
         }
     }
 
@@ -135,6 +153,12 @@ impl EmailTemplate {
             }
             EmailTemplate::SecurityAlert => {
                 include_str!("../../templates/email/security_alert.html")
+            }
+            EmailTemplate::ContractSuspended => {
+                include_str!("../../templates/email/contract_suspended.html")
+            }
+            EmailTemplate::ContractResumed => {
+                include_str!("../../templates/email/contract_resumed.html")
             }
         }
     }
@@ -453,6 +477,12 @@ mod tests {
             ("new_email", "new@example.com"),
             ("event", "Two-factor authentication was turned off"),
             ("occurred_at", "2026-11-25 10:00 UTC"),
+            ("contract", "S21 Hydro 30 days (0192f3a4)"),
+            ("days", "3"),
+            ("rule", "paused and extended"),
+            ("suspended_at", "2026-11-25 00:00 UTC"),
+            ("resumed_at", "2026-11-27 00:00 UTC"),
+            ("extended_hours", "48"),
         ]
     }
 
@@ -468,7 +498,21 @@ mod tests {
             }
             assert!(mail.text_body.contains("Hashgrid"), "{t}");
             assert!(mail.html_body.contains("Hashgrid"), "{t}");
-            assert!(mail.text_body.contains("If this wasn't you"), "{t}");
+            // Account mails tell what to do if someone else made the change;
+            // contract notices are about the platform's own action.
+            let contract_notice = matches!(
+                t,
+                EmailTemplate::ContractSuspended | EmailTemplate::ContractResumed
+            );
+            assert_eq!(
+                mail.text_body.contains("If this wasn't you"),
+                !contract_notice,
+                "{t}"
+            );
+            if contract_notice {
+                assert!(mail.subject.contains("S21 Hydro 30 days"), "{t}");
+                assert!(mail.html_body.contains("S21 Hydro 30 days"), "{t}");
+            }
             if vars.contains(&"link") {
                 assert!(mail.text_body.contains("token=abc"), "{t}");
                 assert!(
