@@ -413,7 +413,7 @@ diesel::table! {
 }
 
 diesel::table! {
-    settlement_lines (settlement_id, contract_id) {
+    settlement_lines (contract_id, settlement_id) {
         settlement_id -> Uuid,
         contract_id -> Uuid,
         day -> Date,
@@ -428,6 +428,7 @@ diesel::table! {
         rate -> Numeric,
         rate_source -> Text,
         usd_value -> Numeric,
+        account_id -> Nullable<Int8>,
     }
 }
 
@@ -449,6 +450,7 @@ diesel::table! {
         contracts -> Int4,
         delivered_ratio -> Nullable<Numeric>,
         created_at -> Timestamptz,
+        corrects_id -> Nullable<Uuid>,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Settles one pool-day of N active contracts on a scratch database and
 //! compares it with a plain COPY of N transfer-shaped rows in the same run.
-//! `cargo run --release -p workers --example settlement_bench -- --contracts N`
+//! `cargo run --release -p workers --example settlement_bench -- --contracts N [--per-customer K]`
+//! (K contracts per customer, default 10).
 //! Ends with: `settlement: N contracts in S s (R contracts/s), copy baseline
 //! B s, ratio X, conserved yes|no, peak RSS M MiB`.
 
@@ -44,6 +45,8 @@ fn peak_rss_mib() -> u64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let n = arg("--contracts", 100_000);
+    // Contracts per customer (each customer account gets one payout transfer).
+    let per_customer = arg("--per-customer", 10).max(1);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("domain=info"))
         .with_writer(std::io::stderr)
@@ -59,9 +62,9 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let _ = terms;
     let day = (Utc::now() - chrono::Duration::days(1)).date_naive();
-    // Seed: one user per 10 contracts, contracts active all day, paid in USDT, paid out in BTC.
+    // Seed: one user per K contracts, contracts active all day, paid in USDT, paid out in BTC.
     let t = Instant::now();
-    let users = n.div_ceil(10);
+    let users = n.div_ceil(per_customer);
     diesel::sql_query(
         "INSERT INTO users (id, email, password_hash, country, email_verified_at) \
          SELECT gen_random_uuid(), 'bench-' || g || '@example.com', 'x', 'DE', now() FROM generate_series(1, $1) g",
@@ -76,12 +79,13 @@ async fn main() -> anyhow::Result<()> {
                                    'mined_coins', p.mined_coins, 'spread_bps', p.spread_bps, 'payout_assets', p.payout_assets), \
                 (10 + (g % 50) * 10)::numeric, 'USDT', 100, 'BTC', 'active', $2::date - 1, $2::date + 179 \
          FROM generate_series(0, $1 - 1) g \
-         JOIN LATERAL (SELECT id FROM users WHERE email = 'bench-' || (g / 10 + 1) || '@example.com') u ON true \
+         JOIN LATERAL (SELECT id FROM users WHERE email = 'bench-' || (g / $4 + 1) || '@example.com') u ON true \
          CROSS JOIN (SELECT * FROM products WHERE id = $3) p",
     )
     .bind::<diesel::sql_types::BigInt, _>(i64::try_from(n)?)
     .bind::<diesel::sql_types::Date, _>(day)
     .bind::<diesel::sql_types::Uuid, _>(product)
+    .bind::<diesel::sql_types::BigInt, _>(i64::try_from(per_customer)?)
     .execute(&mut conn)
     .await?;
     let sold: Decimal = diesel::sql_query("SELECT 1")
@@ -142,31 +146,48 @@ async fn main() -> anyhow::Result<()> {
         && paid == earnings
         && usize::try_from(s.contracts)? == usize::try_from(n)?;
 
-    // The baseline: COPY n rows shaped like transfers into a fresh table.
+    // The baseline: COPY n transfer rows into the transfers table itself
+    // (its indexes, keys and checks: what writing a transfer costs here),
+    // between two BTC accounts. Also, for reference, into a bare copy of it.
     let (client, connection) = tokio_postgres::connect(db.url(), tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
+    let accounts = client
+        .query(
+            "SELECT id FROM accounts WHERE asset = 'BTC' AND kind IN ('custody', 'mining_income') ORDER BY id LIMIT 2",
+            &[],
+        )
+        .await?;
+    let (from, to): (i64, i64) = (accounts[0].get(0), accounts[1].get(0));
     client
-        .batch_execute("CREATE TABLE copy_baseline (LIKE transfers INCLUDING DEFAULTS)")
+        .batch_execute("CREATE TABLE copy_bare (LIKE transfers INCLUDING DEFAULTS); CHECKPOINT")
         .await?;
-    let t = Instant::now();
-    let sink = client
-        .copy_in("COPY copy_baseline (id, reference, kind, phase, asset, debit_account_id, credit_account_id, amount) FROM STDIN")
-        .await?;
-    futures::pin_mut!(sink);
-    let mut buf = String::with_capacity(8 << 20);
-    for i in 0..n {
-        buf.push_str(&format!(
-            "{}\tcopy:{i}\tpayout\tsingle\tBTC\t1\t2\t0.00001234\n",
-            uuid::Uuid::now_v7()
-        ));
-        if buf.len() > (4 << 20) {
-            sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
-                .await?;
+    let copy = async |table: &str, tag: &str| -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let sink = client
+            .copy_in(&format!("COPY {table} (id, reference, kind, phase, asset, debit_account_id, credit_account_id, amount) FROM STDIN"))
+            .await?;
+        futures::pin_mut!(sink);
+        let mut buf = String::with_capacity(8 << 20);
+        for i in 0..n {
+            buf.push_str(&format!(
+                "{}\tcopy:{tag}:{i}\tpayout\tsingle\tBTC\t{from}\t{to}\t0.00001234\n",
+                uuid::Uuid::now_v7()
+            ));
+            if buf.len() > (4 << 20) {
+                sink.send(bytes::Bytes::from(std::mem::take(&mut buf))).await?;
+            }
         }
-    }
-    sink.send(bytes::Bytes::from(buf)).await?;
-    sink.as_mut().finish().await?;
-    let copy_secs = t.elapsed().as_secs_f64();
+        sink.send(bytes::Bytes::from(buf)).await?;
+        sink.as_mut().finish().await?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    let bare_secs = copy("copy_bare", "bare").await?;
+    let copy_secs = copy("transfers", "real").await?;
+    eprintln!(
+        "copy of {n} rows: into transfers {copy_secs:.1} s, into a bare table (no index, key or check) {bare_secs:.1} s; \
+         settlement / bare copy {:.1}",
+        settle_secs / bare_secs
+    );
 
     println!(
         "settlement: {n} contracts in {settle_secs:.1} s ({:.0} contracts/s), copy baseline {copy_secs:.1} s, ratio {:.1}, conserved {}, peak RSS {} MiB",

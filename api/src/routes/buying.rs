@@ -491,14 +491,21 @@ pub struct ContractView {
 }
 
 async fn earnings(conn: &mut AsyncPgConnection, contract: Uuid) -> Result<Vec<Earned>, ApiError> {
-    use domain::schema::transfers;
-    let rows: Vec<(String, Decimal)> = transfers::table
-        .filter(transfers::reference.like(format!("payout:{contract}:%")))
-        .group_by(transfers::asset)
+    use domain::schema::{settlement_lines as l, settlements as s};
+    let later = diesel::alias!(domain::schema::settlements as later);
+    // Per settled day, the latest settlement (a correction replaces the original).
+    let rows: Vec<(String, Decimal)> = l::table
+        .inner_join(s::table)
+        .filter(l::contract_id.eq(contract))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            later.filter(later.field(s::corrects_id).eq(s::id.nullable())),
+        )))
+        .group_by(l::payout_asset)
         .select((
-            transfers::asset,
-            diesel::dsl::sum(transfers::amount).assume_not_null(),
+            l::payout_asset,
+            diesel::dsl::sum(l::payout_amount).assume_not_null(),
         ))
+        .order(l::payout_asset)
         .load(conn)
         .await?;
     Ok(rows

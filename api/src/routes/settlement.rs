@@ -151,9 +151,14 @@ pub async fn contract_earnings(
         .await
         .map_err(ApiError::from)?
         .ok_or_else(|| ApiError::not_found("contract"))?;
+    let later = diesel::alias!(domain::schema::settlements as later);
     let rows: Vec<EarningDay> = l::table
         .inner_join(s::table)
         .filter(l::contract_id.eq(*id))
+        // A corrected settlement gives way to its correction.
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            later.filter(later.field(s::corrects_id).eq(s::id.nullable())),
+        )))
         .order((l::day.desc(), l::coin))
         .select((
             l::day,
@@ -231,7 +236,7 @@ pub async fn statement(
     who: Customer,
     q: web::Query<StatementQuery>,
 ) -> Reply {
-    use domain::schema::{contracts as c, settlement_lines as l};
+    use domain::schema::{contracts as c, settlement_lines as l, settlements as s};
     if q.to < q.from || (q.to - q.from).num_days() > 366 {
         return Err(ApiError::field(
             "to",
@@ -245,9 +250,14 @@ pub async fn statement(
         return Err(ApiError::field("format", "invalid", "csv or json").into());
     }
     let mut conn = state.conn().await?;
+    let later = diesel::alias!(domain::schema::settlements as later);
     let rows: Vec<StatementRow> = l::table
         .inner_join(c::table)
+        .inner_join(s::table)
         .filter(c::user_id.eq(who.0.user.id))
+        .filter(diesel::dsl::not(diesel::dsl::exists(
+            later.filter(later.field(s::corrects_id).eq(s::id.nullable())),
+        )))
         .filter(l::day.ge(q.from))
         .filter(l::day.le(q.to))
         .order((l::day, l::contract_id, l::coin))

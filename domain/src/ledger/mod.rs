@@ -5,9 +5,11 @@
 //! `void`ed exactly once. Balances are cached on the account rows and updated
 //! only by [`post_batch`], in the same transaction as the transfer rows.
 
+pub mod bulk;
 mod store;
 mod types;
 
+pub use bulk::{BulkPosted, BulkTransfers, open_accounts, post_bulk};
 pub use store::{
     account, account_by_key, balances_of_owner, open_account, post_batch, reconcile, transfer,
     transfer_by_reference, transfers_of_account,

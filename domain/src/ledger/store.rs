@@ -227,7 +227,7 @@ struct Delta {
     credits_posted: Decimal,
 }
 
-fn valid_reference(r: &str) -> bool {
+pub(crate) fn valid_reference(r: &str) -> bool {
     !r.is_empty() && r.chars().count() <= 200 && !r.chars().any(char::is_control)
 }
 

@@ -1,0 +1,14 @@
+ALTER TABLE accounts RESET (fillfactor);
+DROP INDEX contracts_counting_zero_net;
+DROP TRIGGER contracts_never_deleted ON contracts;
+DROP TRIGGER settlements_immutable ON settlements;
+DROP TRIGGER settlement_lines_no_truncate ON settlement_lines;
+DROP TRIGGER settlement_lines_immutable ON settlement_lines;
+DROP FUNCTION settlement_records_are_immutable();
+ALTER TABLE settlements DROP COLUMN corrects_id;
+ALTER TABLE settlement_lines DROP COLUMN account_id;
+DROP INDEX settlement_lines_once;
+ALTER TABLE settlement_lines ADD PRIMARY KEY (settlement_id, contract_id);
+CREATE INDEX settlement_lines_contract ON settlement_lines (contract_id, day);
+ALTER TABLE settlement_lines ADD FOREIGN KEY (settlement_id) REFERENCES settlements (id);
+ALTER TABLE settlement_lines ADD FOREIGN KEY (contract_id) REFERENCES contracts (id);
