@@ -417,3 +417,227 @@ async fn a_day_with_zero_net_counts_towards_the_stop_rule() {
         .await
         .unwrap();
 }
+
+async fn correct(
+    conn: &mut AsyncPgConnection,
+    original: Uuid,
+    amount: Decimal,
+    delivered: Decimal,
+) -> Uuid {
+    let (pool, day, coin): (Uuid, NaiveDate, String) = pool_earnings::table
+        .find(original)
+        .select((
+            pool_earnings::pool_id,
+            pool_earnings::day,
+            pool_earnings::coin,
+        ))
+        .first(conn)
+        .await
+        .unwrap();
+    let id = Uuid::now_v7();
+    diesel::insert_into(pool_earnings::table)
+        .values((
+            pool_earnings::id.eq(id),
+            pool_earnings::pool_id.eq(pool),
+            pool_earnings::day.eq(day),
+            pool_earnings::coin.eq(coin),
+            pool_earnings::amount.eq(amount),
+            pool_earnings::delivered_hashrate.eq(delivered),
+            pool_earnings::difficulty.eq(dec!(102289407543323)),
+            pool_earnings::pool_tx_ids.eq(vec!["tx-b".to_owned()]),
+            pool_earnings::source.eq("test correction"),
+            pool_earnings::corrects_id.eq(Some(original)),
+        ))
+        .execute(conn)
+        .await
+        .unwrap();
+    id
+}
+
+/// The pool's income account must end every settlement at zero: all that
+/// came in went out to customers, fees, the house and rounding.
+async fn income_is_empty(conn: &mut AsyncPgConnection, pool: Uuid) {
+    let income = ledger::account_by_key(
+        conn,
+        &Owner::Pool(pool.to_string()),
+        Asset::BTC,
+        AccountKind::MiningIncome,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(income.debits_posted, income.credits_posted);
+    assert!(ledger::reconcile(conn).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_correction_of_a_settled_day_posts_the_differences_and_never_takes_back() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = setup(&db).await;
+    let (product, pool) = product_named(&mut conn, "BTC 180 days%").await;
+    let alice = customer(&mut conn).await;
+    let bob = customer(&mut conn).await;
+    let (_a1, day) = buy(&mut conn, alice, product, "600").await;
+    let (_a2, _) = buy(&mut conn, alice, product, "100").await;
+    let (b1, _) = buy(&mut conn, bob, product, "300").await;
+    domain::contracts::store::set_payout_asset(&mut conn, b1, "USDT")
+        .await
+        .unwrap();
+    fix(&mut conn, day, &[("BTC", dec!(100000)), ("USDT", dec!(1))]).await;
+    let e1 = import(&mut conn, pool, day, "BTC", dec!(0.01234567), dec!(1200)).await;
+    let s1 = engine::settle(&mut conn, e1).await.unwrap();
+    income_is_empty(&mut conn, pool).await;
+    let alice_1 = balance(&mut conn, alice, Asset::BTC).await;
+    let bob_1 = balance(&mut conn, bob, Asset::USDT).await;
+
+    // The pool reports more: the difference is paid, naming the original transfer.
+    let e2 = correct(&mut conn, e1, dec!(0.02), dec!(1200)).await;
+    let s2 = engine::settle(&mut conn, e2).await.unwrap();
+    assert_eq!(s2.corrects_id, Some(s1.id));
+    assert_eq!(s2.earnings, dec!(0.02));
+    income_is_empty(&mut conn, pool).await;
+    let alice_2 = balance(&mut conn, alice, Asset::BTC).await;
+    let bob_2 = balance(&mut conn, bob, Asset::USDT).await;
+    assert!(alice_2 > alice_1 && bob_2 > bob_1);
+    // Each customer now holds exactly the corrected day's lines.
+    let alice_lines: Decimal = settlement_lines::table
+        .filter(settlement_lines::settlement_id.eq(s2.id))
+        .filter(settlement_lines::payout_asset.eq("BTC"))
+        .select(settlement_lines::payout_amount)
+        .load::<Decimal>(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .sum();
+    assert_eq!(alice_2, alice_lines.normalize());
+    let corrective: Vec<(String, Option<Uuid>)> = transfers::table
+        .filter(transfers::reference.like(format!("payout:{}:%", s2.id)))
+        .select((transfers::reference, transfers::corrects_id))
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(corrective.len(), 2);
+    assert!(corrective.iter().all(|(_, c)| c.is_some()));
+    // Running it again changes nothing; the original cannot be settled again.
+    let before = transfer_count(&mut conn).await;
+    assert_eq!(engine::settle(&mut conn, e2).await.unwrap().id, s2.id);
+    assert_eq!(engine::settle(&mut conn, e1).await.unwrap().id, s1.id);
+    assert_eq!(transfer_count(&mut conn).await, before);
+
+    // The pool reports less: nobody's balance is taken back; the house bears it.
+    let e3 = correct(&mut conn, e2, dec!(0.005), dec!(1200)).await;
+    let s3 = engine::settle(&mut conn, e3).await.unwrap();
+    assert_eq!(s3.corrects_id, Some(s2.id));
+    income_is_empty(&mut conn, pool).await;
+    assert_eq!(balance(&mut conn, alice, Asset::BTC).await, alice_2);
+    assert_eq!(balance(&mut conn, bob, Asset::USDT).await, bob_2);
+    let not_reclaimed: Decimal = s3.inputs["correction"]["not_reclaimed"]["BTC"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(not_reclaimed > Decimal::ZERO);
+    assert_eq!(
+        alice_2 - not_reclaimed,
+        settlement_lines::table
+            .filter(settlement_lines::settlement_id.eq(s3.id))
+            .filter(settlement_lines::payout_asset.eq("BTC"))
+            .select(settlement_lines::payout_amount)
+            .load::<Decimal>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .sum::<Decimal>()
+    );
+    // The platform's side: the house account paid for what was not reclaimed.
+    let house = ledger::account_by_key(&mut conn, &Owner::Platform, Asset::BTC, AccountKind::House)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        house.credits_posted - house.debits_posted,
+        s3.house - not_reclaimed
+    );
+}
+
+async fn transfer_count(conn: &mut AsyncPgConnection) -> i64 {
+    transfers::table.count().get_result(conn).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_settlement_stopped_part_way_completes_once_when_run_again() {
+    let db = TestDb::new().await.unwrap();
+    let mut conn = setup(&db).await;
+    let (product, pool) = product_named(&mut conn, "BTC 180 days%").await;
+    let mut users = Vec::new();
+    for _ in 0..4 {
+        let u = customer(&mut conn).await;
+        buy(&mut conn, u, product, "200").await;
+        users.push(u);
+    }
+    let (_, day) = buy(&mut conn, users[0], product, "100").await;
+    fix(&mut conn, day, &[("BTC", dec!(100000)), ("USDT", dec!(1))]).await;
+    let earning = import(&mut conn, pool, day, "BTC", dec!(0.01), dec!(900)).await;
+    // One account per chunk; the "crash" comes after two of four chunks.
+    let crash = engine::SettleOptions {
+        chunk: 1,
+        stop_after_chunks: Some(2),
+    };
+    assert!(matches!(
+        engine::settle_with(&mut conn, earning, crash).await,
+        Err(engine::SettlementError::Interrupted)
+    ));
+    let paid_part: i64 = transfers::table
+        .filter(transfers::reference.like("payout:%"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(paid_part, 2);
+    assert!(
+        engine::settlement_for(&mut conn, earning)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(ledger::reconcile(&mut conn).await.unwrap().is_empty());
+
+    // Run again, crash again at the same place: nothing is paid twice.
+    assert!(
+        engine::settle_with(&mut conn, earning, crash)
+            .await
+            .is_err()
+    );
+    let s = engine::settle_with(
+        &mut conn,
+        earning,
+        engine::SettleOptions {
+            chunk: 1,
+            stop_after_chunks: None,
+        },
+    )
+    .await
+    .unwrap();
+    let payouts: i64 = transfers::table
+        .filter(transfers::reference.like("payout:%"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(payouts, 4);
+    assert_eq!(s.contracts, 5);
+    income_is_empty(&mut conn, pool).await;
+    // Every customer holds exactly their lines.
+    for u in users {
+        let lines: Decimal = settlement_lines::table
+            .inner_join(contracts::table)
+            .filter(contracts::user_id.eq(u))
+            .select(settlement_lines::payout_amount)
+            .load::<Decimal>(&mut conn)
+            .await
+            .unwrap()
+            .into_iter()
+            .sum();
+        assert_eq!(balance(&mut conn, u, Asset::BTC).await, lines.normalize());
+    }
+}

@@ -174,7 +174,8 @@ async fn main() -> anyhow::Result<()> {
                 uuid::Uuid::now_v7()
             ));
             if buf.len() > (4 << 20) {
-                sink.send(bytes::Bytes::from(std::mem::take(&mut buf))).await?;
+                sink.send(bytes::Bytes::from(std::mem::take(&mut buf)))
+                    .await?;
             }
         }
         sink.send(bytes::Bytes::from(buf)).await?;

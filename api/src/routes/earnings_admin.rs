@@ -235,7 +235,9 @@ fn settlement_error(e: SettlementError) -> ApiError {
         }
         SettlementError::UnknownCoin(_) => ApiError::field("coin", e.code(), e.to_string()),
         SettlementError::UnknownEarning => ApiError::not_found("pool earnings import"),
-        SettlementError::Ledger(_) | SettlementError::Database(_) => ApiError::internal(e),
+        SettlementError::Ledger(_)
+        | SettlementError::Database(_)
+        | SettlementError::Interrupted => ApiError::internal(e),
     }
 }
 

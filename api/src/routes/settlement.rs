@@ -27,7 +27,9 @@ fn settlement_error(e: engine::SettlementError) -> ApiError {
         S::UnknownEarning => StatusCode::NOT_FOUND,
         S::FixingMissing(..) | S::Superseded | S::CorrectionOfSettledDay => StatusCode::CONFLICT,
         S::UnknownCoin(_) | S::Allocation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        S::Ledger(_) | S::Database(_) => return ApiError::internal(anyhow::anyhow!("{e}")),
+        S::Ledger(_) | S::Database(_) | S::Interrupted => {
+            return ApiError::internal(anyhow::anyhow!("{e}"));
+        }
     };
     ApiError::new(status, e.code(), e.to_string())
 }

@@ -30,7 +30,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Date, Int4, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{
+    Array, BigInt, Date, Int4, Nullable, Numeric, Text, Timestamptz, Uuid as SqlUuid,
+};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use futures::TryStreamExt;
 use rust_decimal::Decimal;
@@ -65,6 +67,8 @@ pub enum SettlementError {
     CorrectionOfSettledDay,
     #[error("allocation: {0}")]
     Allocation(String),
+    #[error("stopped part-way (a test's simulated crash); settle again to complete")]
+    Interrupted,
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
     #[error("database: {0}")]
@@ -80,6 +84,7 @@ impl SettlementError {
             SettlementError::Superseded => "earning_corrected",
             SettlementError::CorrectionOfSettledDay => "correction_of_settled_day",
             SettlementError::Allocation(_) => "allocation_failed",
+            SettlementError::Interrupted => "interrupted",
             SettlementError::Ledger(_) | SettlementError::Database(_) => "internal_error",
         }
     }
@@ -291,7 +296,11 @@ impl Computed {
     }
 
     fn line(&self, i: usize) -> Result<PlanLine, SettlementError> {
-        let (share, p, l) = match (self.shares.get(i), self.payees.get(i), self.alloc.lines.get(i)) {
+        let (share, p, l) = match (
+            self.shares.get(i),
+            self.payees.get(i),
+            self.alloc.lines.get(i),
+        ) {
             (Some(s), Some(p), Some(l)) => (s, p, l),
             _ => return Err(SettlementError::Allocation("line out of range".into())),
         };
@@ -367,7 +376,10 @@ impl Computed {
 }
 
 /// Reads the contracts that ran on the day (streamed, kept compact) and allocates.
-async fn compute(conn: &mut AsyncPgConnection, e: &EarningInput) -> Result<Computed, SettlementError> {
+async fn compute(
+    conn: &mut AsyncPgConnection,
+    e: &EarningInput,
+) -> Result<Computed, SettlementError> {
     let decimals =
         coin_decimals(&e.coin).ok_or_else(|| SettlementError::UnknownCoin(e.coin.clone()))?;
     let coin_asset: Option<Asset> = e.coin.parse().ok();
@@ -686,9 +698,14 @@ async fn open_all(
     assets.sort_unstable();
     assets.dedup();
     for asset in assets {
-        let t = ledger::open_account(conn, &Owner::Platform, asset, AccountKind::ConversionTreasury)
-            .await?
-            .id;
+        let t = ledger::open_account(
+            conn,
+            &Owner::Platform,
+            asset,
+            AccountKind::ConversionTreasury,
+        )
+        .await?
+        .id;
         treasury.insert(asset, t);
     }
     // Customers' and partners' accounts, in bulk: one list per asset and kind.
@@ -814,7 +831,10 @@ async fn post_chunk(
         let refs: Vec<String> = earlier
             .settlements
             .iter()
-            .flat_map(|s| owed.iter().map(move |(a, _, _)| format!("payout:{}:{a}", s.id)))
+            .flat_map(|s| {
+                owed.iter()
+                    .map(move |(a, _, _)| format!("payout:{}:{a}", s.id))
+            })
             .collect();
         let rows: Vec<Paid> = diesel::sql_query(
             "SELECT id, credit_account_id, amount FROM transfers WHERE reference = ANY($1) ORDER BY id",
@@ -823,7 +843,9 @@ async fn post_chunk(
         .load(conn)
         .await?;
         for r in rows {
-            let e = paid.entry(r.credit_account_id).or_insert((Decimal::ZERO, r.id));
+            let e = paid
+                .entry(r.credit_account_id)
+                .or_insert((Decimal::ZERO, r.id));
             e.0 += r.amount;
         }
     }
@@ -904,10 +926,37 @@ async fn post_chunk(
     .await
 }
 
+/// How [`settle_with`] posts: the chunk size, and (for crash tests) a stop
+/// after some chunks, as if the process died there.
+#[derive(Debug, Clone, Copy)]
+pub struct SettleOptions {
+    pub chunk: usize,
+    pub stop_after_chunks: Option<usize>,
+}
+
+impl Default for SettleOptions {
+    fn default() -> Self {
+        SettleOptions {
+            chunk: CHUNK,
+            stop_after_chunks: None,
+        }
+    }
+}
+
 /// Settles one import, exactly once: running it again returns the existing settlement.
 pub async fn settle(
     conn: &mut AsyncPgConnection,
     earning_id: Uuid,
+) -> Result<Settlement, SettlementError> {
+    settle_with(conn, earning_id, SettleOptions::default()).await
+}
+
+/// [`settle`] with explicit options. A stop after some chunks returns
+/// `Interrupted` with those chunks committed; settling again completes the day.
+pub async fn settle_with(
+    conn: &mut AsyncPgConnection,
+    earning_id: Uuid,
+    options: SettleOptions,
 ) -> Result<Settlement, SettlementError> {
     if let Some(done) = settlement_for(conn, earning_id).await? {
         return Ok(done);
@@ -949,13 +998,21 @@ pub async fn settle(
         format!("settlement:{earning_id}").as_bytes(),
     );
     let accounts = open_all(conn, &computed).await?;
-    tracing::info!(ms = started.elapsed().as_millis(), "settlement accounts open");
+    tracing::info!(
+        ms = started.elapsed().as_millis(),
+        "settlement accounts open"
+    );
 
     // The earnings into the pool's income account, and the coin of converted
     // payouts into the treasury (each the difference against earlier posts).
     let mut first: Vec<Posting> = Vec::new();
     if let Some((asset, custody, income)) = accounts.income {
-        let before = moved_out_of(conn, &earlier.refs(|s| format!("earning:{}", s.earning_id)), custody).await?;
+        let before = moved_out_of(
+            conn,
+            &earlier.refs(|s| format!("earning:{}", s.earning_id)),
+            custody,
+        )
+        .await?;
         signed(
             &mut first,
             format!("earning:{earning_id}"),
@@ -976,7 +1033,12 @@ pub async fn settle(
                 .treasury
                 .get(&asset)
                 .ok_or_else(|| SettlementError::Allocation(format!("no {asset} treasury")))?;
-            let before = moved_out_of(conn, &earlier.refs(|s| format!("conversion:{}:{x}", s.id)), income).await?;
+            let before = moved_out_of(
+                conn,
+                &earlier.refs(|s| format!("conversion:{}:{x}", s.id)),
+                income,
+            )
+            .await?;
             signed(
                 &mut first,
                 format!("conversion:{settlement_id}:{x}"),
@@ -995,8 +1057,13 @@ pub async fn settle(
     let n = computed.shares.len();
     let mut not_reclaimed: BTreeMap<Asset, Decimal> = BTreeMap::new();
     let mut start = 0;
+    let mut chunks = 0;
     while start < n {
-        let mut end = (start + CHUNK).min(n);
+        if options.stop_after_chunks == Some(chunks) {
+            return Err(SettlementError::Interrupted);
+        }
+        chunks += 1;
+        let mut end = (start + options.chunk.max(1)).min(n);
         while end < n && accounts.payee.get(end) == accounts.payee.get(end - 1) {
             end += 1;
         }
@@ -1023,12 +1090,29 @@ pub async fn settle(
         // What customers were overpaid and keep is the house's loss.
         let house = plan.house - not_reclaimed.get(&asset).copied().unwrap_or_default();
         for (kind, tkind, target, prefix) in [
-            (AccountKind::FeeRevenue, TransferKind::Fee, plan.fees_total, "fees"),
+            (
+                AccountKind::FeeRevenue,
+                TransferKind::Fee,
+                plan.fees_total,
+                "fees",
+            ),
             (AccountKind::House, TransferKind::HouseShare, house, "house"),
-            (AccountKind::Rounding, TransferKind::Rounding, plan.remainder, "rounding"),
+            (
+                AccountKind::Rounding,
+                TransferKind::Rounding,
+                plan.remainder,
+                "rounding",
+            ),
         ] {
-            let to = ledger::open_account(conn, &Owner::Platform, asset, kind).await?.id;
-            let before = moved_out_of(conn, &earlier.refs(|s| format!("{prefix}:{}", s.id)), income).await?;
+            let to = ledger::open_account(conn, &Owner::Platform, asset, kind)
+                .await?
+                .id;
+            let before = moved_out_of(
+                conn,
+                &earlier.refs(|s| format!("{prefix}:{}", s.id)),
+                income,
+            )
+            .await?;
             signed(
                 &mut tail,
                 format!("{prefix}:{settlement_id}"),
