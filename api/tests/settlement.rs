@@ -200,6 +200,67 @@ async fn a_settled_day_shows_in_earnings_and_statements() {
     .await;
     assert_eq!(s, 200);
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // The pool corrects the day upwards: a re-run settles the correction,
+    // the earnings page and the statement show the corrected day once.
+    let before = dec(&d["payout_amount"]);
+    let mut correction = import.clone();
+    correction["amount"] = json!("0.00009");
+    correction["corrects"] = body["id"].clone();
+    let (s, fixed) = call(
+        &app,
+        &client,
+        "POST",
+        "/admin/v1/pool-earnings",
+        Some(&finance),
+        Some(&correction),
+    )
+    .await;
+    assert_eq!(s, 201, "{fixed}");
+    let (s, run) = call(&app, &client, "POST", &path, Some(&finance), None).await;
+    assert_eq!(s, 200, "{run}");
+    let (s, list) = call(
+        &app,
+        &client,
+        "GET",
+        &format!("/admin/v1/settlements?day={day}"),
+        Some(&finance),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list}");
+    let ids: Vec<&serde_json::Value> = items.iter().map(|i| &i["id"]).collect();
+    assert!(
+        items
+            .iter()
+            .any(|i| i["corrects_id"].is_string() && ids.contains(&&i["corrects_id"])),
+        "{list}"
+    );
+    let (s, earnings) = call(
+        &app,
+        &client,
+        "GET",
+        &format!("/v1/contracts/{contract}/earnings"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    let days = earnings["items"].as_array().unwrap();
+    assert_eq!(days.len(), 1, "{earnings}");
+    assert!(dec(&days[0]["payout_amount"]) > before, "{earnings}");
+    let csv = client
+        .get(app.url(&format!("/v1/statements?from={day}&to={day}&format=csv")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -851,7 +851,6 @@ async fn a_correcting_row_names_the_transfer_it_corrects() {
 /// with another `corrects` is a `ReferenceConflict`); `post_bulk` promises
 /// the same guarantees.
 #[tokio::test]
-#[ignore = "bug: post_bulk ignores corrects_id when comparing a replayed reference, so a replay with another `corrects` is accepted as existing instead of ReferenceConflict"]
 async fn a_replay_with_another_corrects_is_a_conflict() {
     let db = TestDb::new().await.unwrap();
     let mut conn = db.conn().await.unwrap();

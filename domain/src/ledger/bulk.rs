@@ -36,19 +36,9 @@ pub async fn open_accounts(
     if owners.is_empty() {
         return Ok(Vec::new());
     }
-    sql_query(
-        "INSERT INTO accounts (owner, asset, kind, debits_must_not_exceed_credits) \
-         SELECT o, $2, $3, $4 FROM unnest($1::text[]) AS o ORDER BY o \
-         ON CONFLICT (owner, asset, kind) DO NOTHING",
-    )
-    .bind::<Array<Text>, _>(owners)
-    .bind::<Text, _>(asset.code())
-    .bind::<Text, _>(kind.as_str())
-    .bind::<diesel::sql_types::Bool, _>(kind.debits_must_not_exceed_credits())
-    .execute(conn)
-    .await?;
-    // `= ANY` keeps to the (owner, asset, kind) index whatever the statistics say.
-    let rows: Vec<Row> = sql_query(
+    // Most days every account exists: look them up first (`= ANY` keeps to
+    // the (owner, asset, kind) index), then open only the missing ones.
+    let mut rows: Vec<Row> = sql_query(
         "SELECT id, owner FROM accounts WHERE owner = ANY($1) AND asset = $2 AND kind = $3",
     )
     .bind::<Array<Text>, _>(owners)
@@ -56,6 +46,37 @@ pub async fn open_accounts(
     .bind::<Text, _>(kind.as_str())
     .load(conn)
     .await?;
+    if rows.len() < owners.len() {
+        let found: HashSet<&str> = rows.iter().map(|r| r.owner.as_str()).collect();
+        let mut missing: Vec<&str> = owners
+            .iter()
+            .map(String::as_str)
+            .filter(|o| !found.contains(o))
+            .collect();
+        missing.sort_unstable();
+        sql_query(
+            "INSERT INTO accounts (owner, asset, kind, debits_must_not_exceed_credits) \
+             SELECT o, $2, $3, $4 FROM unnest($1::text[]) AS o \
+             ON CONFLICT (owner, asset, kind) DO NOTHING",
+        )
+        .bind::<Array<Text>, _>(&missing)
+        .bind::<Text, _>(asset.code())
+        .bind::<Text, _>(kind.as_str())
+        .bind::<diesel::sql_types::Bool, _>(kind.debits_must_not_exceed_credits())
+        .execute(conn)
+        .await?;
+        // Opened now, or concurrently by someone else: read them back.
+        rows.extend(
+            sql_query(
+                "SELECT id, owner FROM accounts WHERE owner = ANY($1) AND asset = $2 AND kind = $3",
+            )
+            .bind::<Array<Text>, _>(&missing)
+            .bind::<Text, _>(asset.code())
+            .bind::<Text, _>(kind.as_str())
+            .load::<Row>(conn)
+            .await?,
+        );
+    }
     let by_owner: HashMap<String, i64> = rows.into_iter().map(|r| (r.owner, r.id)).collect();
     owners
         .iter()
@@ -309,11 +330,12 @@ async fn post_bulk_in_tx(
     if created < batch.len() {
         // Replayed references must carry the same content.
         let conflict: Option<Conflict> = sql_query(
-            "SELECT u.reference FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::numeric[]) \
-                 AS u(reference, debit, credit, amount) \
+            "SELECT u.reference FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::numeric[], $7::uuid[]) \
+                 AS u(reference, debit, credit, amount, corrects) \
              JOIN transfers t ON t.reference = u.reference \
              WHERE t.kind <> $5 OR t.asset <> $6 OR t.phase <> 'single' \
                 OR t.debit_account_id <> u.debit OR t.credit_account_id <> u.credit OR t.amount <> u.amount \
+                OR t.corrects_id IS DISTINCT FROM u.corrects \
              LIMIT 1",
         )
         .bind::<Array<Text>, _>(&batch.references)
@@ -322,6 +344,7 @@ async fn post_bulk_in_tx(
         .bind::<Array<Numeric>, _>(&batch.amounts)
         .bind::<Text, _>(batch.kind.as_str())
         .bind::<Text, _>(batch.asset.code())
+        .bind::<Array<Nullable<SqlUuid>>, _>(&batch.corrects)
         .get_result(conn)
         .await
         .map(Some)
