@@ -206,7 +206,7 @@ async fn a_settled_day_shows_in_earnings_and_statements() {
     let before = dec(&d["payout_amount"]);
     let mut correction = import.clone();
     correction["amount"] = json!("0.00009");
-    correction["corrects"] = body["id"].clone();
+    correction["corrects"] = body["items"][0]["id"].clone();
     let (s, fixed) = call(
         &app,
         &client,
