@@ -50,6 +50,8 @@ use crate::schema::{pool_earnings, settlements};
 
 /// Contracts per posting transaction (rounded up to whole accounts).
 const CHUNK: usize = 50_000;
+/// Accounts looked up (and opened) per statement.
+const OPEN_SLICE: usize = 50_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettlementError {
@@ -148,16 +150,6 @@ struct Payee {
     partner: bool,
     payout: Asset,
     spread_bps: i32,
-}
-
-impl Payee {
-    fn account_owner(self) -> (Owner, AccountKind) {
-        if self.partner {
-            (Owner::Partner(self.owner), AccountKind::Partner)
-        } else {
-            (Owner::User(self.owner), AccountKind::Customer)
-        }
-    }
 }
 
 /// One contract's share of a settlement.
@@ -708,15 +700,16 @@ async fn open_all(
         .id;
         treasury.insert(asset, t);
     }
-    // Customers' and partners' accounts, in bulk: one list per asset and kind.
-    let mut groups: BTreeMap<(Asset, bool), Vec<String>> = BTreeMap::new();
+    // Customers' and partners' accounts, in bulk: one list per asset and
+    // kind, opened a slice at a time so that memory stays flat.
+    let mut groups: BTreeMap<(Asset, bool), Vec<Uuid>> = BTreeMap::new();
     let mut index: Vec<((Asset, bool), usize)> = Vec::with_capacity(computed.payees.len());
     let mut last: Option<(Uuid, bool, Asset)> = None;
     for p in &computed.payees {
         let list = groups.entry((p.payout, p.partner)).or_default();
         // Payees come ordered by account: a repeat is the previous entry.
         if last != Some((p.owner, p.partner, p.payout)) {
-            list.push(p.account_owner().0.key());
+            list.push(p.owner);
             last = Some((p.owner, p.partner, p.payout));
         }
         index.push(((p.payout, p.partner), list.len().saturating_sub(1)));
@@ -728,10 +721,21 @@ async fn open_all(
         } else {
             AccountKind::Customer
         };
-        ids.insert(
-            (*asset, *partner),
-            ledger::open_accounts(conn, owners, *asset, kind).await?,
-        );
+        let mut opened = Vec::with_capacity(owners.len());
+        for slice in owners.chunks(OPEN_SLICE) {
+            let keys: Vec<String> = slice
+                .iter()
+                .map(|o| {
+                    if *partner {
+                        Owner::Partner(*o).key()
+                    } else {
+                        Owner::User(*o).key()
+                    }
+                })
+                .collect();
+            opened.extend(ledger::open_accounts(conn, &keys, *asset, kind).await?);
+        }
+        ids.insert((*asset, *partner), opened);
     }
     let payee = index
         .into_iter()
