@@ -2,6 +2,7 @@
 
 pub mod catalog;
 pub mod contracts;
+pub mod custody;
 pub mod db;
 pub mod idempotency;
 pub mod identity;
