@@ -40,6 +40,11 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(crate::routes::settlement::statement)
         .service(crate::routes::settlement::list)
         .service(crate::routes::settlement::run_day)
+        // custody
+        .service(crate::routes::withdrawal_addresses::list)
+        .service(crate::routes::withdrawal_addresses::add)
+        .service(crate::routes::withdrawal_addresses::confirm)
+        .service(crate::routes::withdrawal_addresses::remove)
         // customer auth and account
         .service(auth::register)
         .service(auth::verify_email)

@@ -32,6 +32,9 @@ pub struct Config {
     pub state_dir: String,
     /// Base URL of the customer app, for links in e-mails.
     pub app_url: String,
+    /// Which chains' addresses customers may use: `mainnet` (default),
+    /// `testnet` or `regtest` (`HASHGRID_CHAIN_NETWORK`).
+    pub chain_network: domain::custody::address::NetworkKind,
     pub restricted_countries: Option<String>,
     pub demo_password: Option<String>,
     pub argon2_m_kib: u32,
@@ -111,6 +114,17 @@ impl Config {
             secrets_key: get("HASHGRID_SECRETS_KEY"),
             state_dir: get("HASHGRID_STATE_DIR").unwrap_or_else(|| "var".to_owned()),
             app_url: get("HASHGRID_APP_URL").unwrap_or_else(|| "http://localhost:3000".to_owned()),
+            chain_network: match get("HASHGRID_CHAIN_NETWORK").as_deref() {
+                None | Some("mainnet") => domain::custody::address::NetworkKind::Mainnet,
+                Some("testnet") => domain::custody::address::NetworkKind::Testnet,
+                Some("regtest") => domain::custody::address::NetworkKind::Regtest,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        name: "HASHGRID_CHAIN_NETWORK",
+                        why: format!("{other:?} is not mainnet, testnet or regtest"),
+                    });
+                }
+            },
             restricted_countries: get("HASHGRID_RESTRICTED_COUNTRIES"),
             demo_password: get("HASHGRID_DEMO_PASSWORD"),
             argon2_m_kib: u32::try_from(number("HASHGRID_ARGON2_M_KIB", 19_456)?)

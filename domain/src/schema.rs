@@ -454,6 +454,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    withdrawal_addresses (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        network -> Text,
+        address -> Text,
+        label -> Text,
+        state -> Text,
+        confirm_token_hash -> Nullable<Bytea>,
+        confirm_expires_at -> Timestamptz,
+        created_at -> Timestamptz,
+        confirmed_at -> Nullable<Timestamptz>,
+        usable_from -> Nullable<Timestamptz>,
+        removed_at -> Nullable<Timestamptz>,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
@@ -466,6 +483,7 @@ diesel::joinable!(orders -> quotes (quote_id));
 diesel::joinable!(pool_earnings -> pools (pool_id));
 diesel::joinable!(pools -> facilities (facility_id));
 diesel::joinable!(settlement_lines -> contracts (contract_id));
+diesel::joinable!(withdrawal_addresses -> users (user_id));
 diesel::joinable!(settlement_lines -> settlements (settlement_id));
 diesel::joinable!(settlements -> pool_earnings (earning_id));
 diesel::joinable!(products -> pools (pool_id));
@@ -511,4 +529,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     settlements,
     transfers,
     users,
+    withdrawal_addresses,
 );

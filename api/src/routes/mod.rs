@@ -13,6 +13,7 @@ pub mod ops;
 pub mod partner;
 pub mod prices;
 pub mod settlement;
+pub mod withdrawal_addresses;
 
 use serde::Serialize;
 use utoipa::ToSchema;

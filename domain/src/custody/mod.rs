@@ -1,3 +1,5 @@
-//! Custody: the rules for where customers' coins may be sent. Pure, no I/O.
+//! Custody: where customers' coins may be sent (address validation, pure)
+//! and the withdrawal allow-list (stored).
 
 pub mod address;
+pub mod allowlist;

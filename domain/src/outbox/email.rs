@@ -72,10 +72,13 @@ pub enum EmailTemplate {
     /// A paused contract runs again. Variables: `contract` (also in the
     /// subject), `resumed_at`, `extended_hours`.
     ContractResumed,
+    /// Confirms an address added to the withdrawal allow-list. Variables:
+    /// `network`, `address`, `label`, `link`, `expires_in`.
+    WithdrawalAddressConfirm,
 }
 
 impl EmailTemplate {
-    pub const ALL: [EmailTemplate; 7] = [
+    pub const ALL: [EmailTemplate; 8] = [
         EmailTemplate::VerifyEmail,
         EmailTemplate::PasswordReset,
         EmailTemplate::PasswordChanged,
@@ -83,6 +86,7 @@ impl EmailTemplate {
         EmailTemplate::SecurityAlert,
         EmailTemplate::ContractSuspended,
         EmailTemplate::ContractResumed,
+        EmailTemplate::WithdrawalAddressConfirm,
     ];
 
     /// The name stored in `emails.template` (and the templates' file name).
@@ -95,6 +99,7 @@ impl EmailTemplate {
             EmailTemplate::SecurityAlert => "security_alert",
             EmailTemplate::ContractSuspended => "contract_suspended",
             EmailTemplate::ContractResumed => "contract_resumed",
+            EmailTemplate::WithdrawalAddressConfirm => "withdrawal_address_confirm",
         }
     }
 
@@ -112,6 +117,7 @@ impl EmailTemplate {
             EmailTemplate::SecurityAlert => "Hashgrid security alert: {{event}}",
             EmailTemplate::ContractSuspended => "Your Hashgrid contract {{contract}} is paused",
             EmailTemplate::ContractResumed => "Your Hashgrid contract {{contract}} is mining again",
+            EmailTemplate::WithdrawalAddressConfirm => "Confirm your new Hashgrid withdrawal address",
         }
     }
 
@@ -136,6 +142,9 @@ impl EmailTemplate {
             EmailTemplate::ContractResumed => {
                 include_str!("../../templates/email/contract_resumed.txt")
             }
+            EmailTemplate::WithdrawalAddressConfirm => {
+                include_str!("../../templates/email/withdrawal_address_confirm.txt")
+            }
         }
     }
 
@@ -159,6 +168,9 @@ impl EmailTemplate {
             }
             EmailTemplate::ContractResumed => {
                 include_str!("../../templates/email/contract_resumed.html")
+            }
+            EmailTemplate::WithdrawalAddressConfirm => {
+                include_str!("../../templates/email/withdrawal_address_confirm.html")
             }
         }
     }
@@ -483,6 +495,9 @@ mod tests {
             ("suspended_at", "2026-11-25 00:00 UTC"),
             ("resumed_at", "2026-11-27 00:00 UTC"),
             ("extended_hours", "48"),
+            ("network", "Bitcoin"),
+            ("address", "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"),
+            ("label", "my <cold> wallet"),
         ]
     }
 
