@@ -1,5 +1,6 @@
 //! Custody: where customers' coins may be sent (address validation, pure)
-//! and the withdrawal allow-list (stored).
+//! the withdrawal allow-list (stored) and the withdrawal state machine (pure).
 
 pub mod address;
 pub mod allowlist;
+pub mod withdrawal;
