@@ -359,8 +359,7 @@ mod tests {
             let mut signs = 0;
             for e in events {
                 let before = x.state;
-                match apply(&x, &e) {
-                    Ok(t) => {
+                if let Ok(t) = apply(&x, &e) {
                         prop_assert!(!before.is_final());
                         if t.hold != HoldEffect::Keep {
                             ends += 1;
@@ -379,8 +378,6 @@ mod tests {
                         }
                         x.state = t.to;
                         x.approvals = t.approvals;
-                    }
-                    Err(_) => {}
                 }
             }
             prop_assert!(ends <= 1);
