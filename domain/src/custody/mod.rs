@@ -3,4 +3,5 @@
 
 pub mod address;
 pub mod allowlist;
+pub mod hd;
 pub mod withdrawal;
