@@ -41,6 +41,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(crate::routes::settlement::list)
         .service(crate::routes::settlement::run_day)
         // custody
+        .service(crate::routes::deposit_addresses::list)
+        .service(crate::routes::deposit_addresses::create)
         .service(crate::routes::withdrawal_addresses::list)
         .service(crate::routes::withdrawal_addresses::add)
         .service(crate::routes::withdrawal_addresses::confirm)

@@ -35,6 +35,9 @@ pub struct Config {
     /// Which chains' addresses customers may use: `mainnet` (default),
     /// `testnet` or `regtest` (`HASHGRID_CHAIN_NETWORK`).
     pub chain_network: domain::custody::address::NetworkKind,
+    /// `network=xpub` pairs, comma-separated (`HASHGRID_DEPOSIT_XPUBS`): the
+    /// account public keys deposit addresses are derived from. Never a private key.
+    pub deposit_xpubs: Option<String>,
     pub restricted_countries: Option<String>,
     pub demo_password: Option<String>,
     pub argon2_m_kib: u32,
@@ -114,6 +117,7 @@ impl Config {
             secrets_key: get("HASHGRID_SECRETS_KEY"),
             state_dir: get("HASHGRID_STATE_DIR").unwrap_or_else(|| "var".to_owned()),
             app_url: get("HASHGRID_APP_URL").unwrap_or_else(|| "http://localhost:3000".to_owned()),
+            deposit_xpubs: get("HASHGRID_DEPOSIT_XPUBS"),
             chain_network: match get("HASHGRID_CHAIN_NETWORK").as_deref() {
                 None | Some("mainnet") => domain::custody::address::NetworkKind::Mainnet,
                 Some("testnet") => domain::custody::address::NetworkKind::Testnet,

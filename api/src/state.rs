@@ -16,6 +16,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub identity: Arc<Identity>,
     pub limiter: Arc<crate::ratelimit::RateLimiter>,
+    /// Account xpubs that deposit addresses are derived from.
+    pub deposit_keys: Arc<domain::custody::deposit::DepositKeys>,
 }
 
 impl AppState {
@@ -32,6 +34,11 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let redis = redis::Client::open(config.redis_url.as_str())?;
         let limiter = crate::ratelimit::RateLimiter::new(redis.clone());
+        let deposit_keys = domain::custody::deposit::DepositKeys::parse(
+            config.deposit_xpubs.as_deref().unwrap_or_default(),
+            config.chain_network,
+        )
+        .map_err(|e| anyhow::anyhow!("HASHGRID_DEPOSIT_XPUBS: {e}"))?;
         Ok(AppState {
             config: Arc::new(config),
             pool,
@@ -39,6 +46,7 @@ impl AppState {
             metrics: crate::telemetry::metrics_handle(),
             identity: Arc::new(identity),
             limiter: Arc::new(limiter),
+            deposit_keys: Arc::new(deposit_keys),
         })
     }
 

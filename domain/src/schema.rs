@@ -471,6 +471,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    deposit_addresses (network, key_fingerprint, derivation_index) {
+        network -> Text,
+        key_fingerprint -> Text,
+        derivation_index -> Int4,
+        user_id -> Uuid,
+        address -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
@@ -484,6 +495,7 @@ diesel::joinable!(pool_earnings -> pools (pool_id));
 diesel::joinable!(pools -> facilities (facility_id));
 diesel::joinable!(settlement_lines -> contracts (contract_id));
 diesel::joinable!(withdrawal_addresses -> users (user_id));
+diesel::joinable!(deposit_addresses -> users (user_id));
 diesel::joinable!(settlement_lines -> settlements (settlement_id));
 diesel::joinable!(settlements -> pool_earnings (earning_id));
 diesel::joinable!(products -> pools (pool_id));
@@ -504,6 +516,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     contract_events,
     contracts,
+    deposit_addresses,
     email_tokens,
     emails,
     facilities,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod buying;
 pub mod catalog_admin;
 pub mod contracts_admin;
+pub mod deposit_addresses;
 pub mod earnings_admin;
 pub mod me;
 pub mod ops;

@@ -1,7 +1,9 @@
-//! Custody: where customers' coins may be sent (address validation, pure)
-//! the withdrawal allow-list (stored) and the withdrawal state machine (pure).
+//! Custody: where customers' coins come from and may go: address validation and
+//! deposit-address derivation (pure), the withdrawal allow-list (stored) and
+//! the withdrawal state machine (pure).
 
 pub mod address;
 pub mod allowlist;
+pub mod deposit;
 pub mod hd;
 pub mod withdrawal;

@@ -117,7 +117,9 @@ impl EmailTemplate {
             EmailTemplate::SecurityAlert => "Hashgrid security alert: {{event}}",
             EmailTemplate::ContractSuspended => "Your Hashgrid contract {{contract}} is paused",
             EmailTemplate::ContractResumed => "Your Hashgrid contract {{contract}} is mining again",
-            EmailTemplate::WithdrawalAddressConfirm => "Confirm your new Hashgrid withdrawal address",
+            EmailTemplate::WithdrawalAddressConfirm => {
+                "Confirm your new Hashgrid withdrawal address"
+            }
         }
     }
 
