@@ -26,26 +26,12 @@ pub async fn open_accounts(
     asset: Asset,
     kind: AccountKind,
 ) -> Result<Vec<i64>, LedgerError> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-        #[diesel(sql_type = Text)]
-        owner: String,
-    }
     if owners.is_empty() {
         return Ok(Vec::new());
     }
     // Most days every account exists: look them up first (`= ANY` keeps to
     // the (owner, asset, kind) index), then open only the missing ones.
-    let mut rows: Vec<Row> = sql_query(
-        "SELECT id, owner FROM accounts WHERE owner = ANY($1) AND asset = $2 AND kind = $3",
-    )
-    .bind::<Array<Text>, _>(owners)
-    .bind::<Text, _>(asset.code())
-    .bind::<Text, _>(kind.as_str())
-    .load(conn)
-    .await?;
+    let mut rows = lookup(conn, owners, asset, kind).await?;
     if rows.len() < owners.len() {
         let found: HashSet<&str> = rows.iter().map(|r| r.owner.as_str()).collect();
         let mut missing: Vec<&str> = owners
@@ -66,16 +52,7 @@ pub async fn open_accounts(
         .execute(conn)
         .await?;
         // Opened now, or concurrently by someone else: read them back.
-        rows.extend(
-            sql_query(
-                "SELECT id, owner FROM accounts WHERE owner = ANY($1) AND asset = $2 AND kind = $3",
-            )
-            .bind::<Array<Text>, _>(&missing)
-            .bind::<Text, _>(asset.code())
-            .bind::<Text, _>(kind.as_str())
-            .load::<Row>(conn)
-            .await?,
-        );
+        rows.extend(lookup(conn, &missing, asset, kind).await?);
     }
     let by_owner: HashMap<String, i64> = rows.into_iter().map(|r| (r.owner, r.id)).collect();
     owners
@@ -87,6 +64,31 @@ pub async fn open_accounts(
                 .ok_or_else(|| LedgerError::Corrupt(format!("account {o} vanished")))
         })
         .collect()
+}
+
+#[derive(QueryableByName)]
+struct OwnedAccount {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    owner: String,
+}
+
+/// The accounts of `owners` (owner keys) of one asset and kind that exist.
+async fn lookup<S: diesel::serialize::ToSql<Text, diesel::pg::Pg> + Sync>(
+    conn: &mut AsyncPgConnection,
+    owners: &[S],
+    asset: Asset,
+    kind: AccountKind,
+) -> Result<Vec<OwnedAccount>, LedgerError> {
+    Ok(sql_query(
+        "SELECT id, owner FROM accounts WHERE owner = ANY($1) AND asset = $2 AND kind = $3",
+    )
+    .bind::<Array<Text>, _>(owners)
+    .bind::<Text, _>(asset.code())
+    .bind::<Text, _>(kind.as_str())
+    .load(conn)
+    .await?)
 }
 
 /// Many transfers of one kind and asset, as columns.

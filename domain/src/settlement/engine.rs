@@ -753,15 +753,9 @@ async fn open_all(
     })
 }
 
-/// What the earlier settlements of a pool-day-coin posted, for a correction.
-struct Earlier<'a> {
-    settlements: &'a [Settlement],
-}
-
-impl Earlier<'_> {
-    fn refs(&self, f: impl Fn(&Settlement) -> String) -> Vec<String> {
-        self.settlements.iter().map(f).collect()
-    }
+/// The references `f` gives each earlier settlement of a pool-day-coin.
+fn refs_of(earlier: &[Settlement], f: impl Fn(&Settlement) -> String) -> Vec<String> {
+    earlier.iter().map(f).collect()
 }
 
 /// Posts one chunk of whole accounts: their payouts (the difference against
@@ -771,7 +765,7 @@ async fn post_chunk(
     computed: &Computed,
     accounts: &Accounts,
     settlement_id: Uuid,
-    earlier: &Earlier<'_>,
+    earlier: &[Settlement],
     range: std::ops::Range<usize>,
     not_reclaimed: &mut BTreeMap<Asset, Decimal>,
 ) -> Result<(), SettlementError> {
@@ -782,47 +776,41 @@ async fn post_chunk(
     let mut gross = Vec::with_capacity(n);
     let mut fees = Vec::with_capacity(n);
     let mut nets = Vec::with_capacity(n);
-    let mut assets: Vec<&str> = Vec::with_capacity(n);
+    let mut assets = Vec::with_capacity(n);
     let mut payouts = Vec::with_capacity(n);
     let mut rates = Vec::with_capacity(n);
-    let mut sources: Vec<&str> = Vec::with_capacity(n);
+    let mut sources = Vec::with_capacity(n);
     let mut usd = Vec::with_capacity(n);
     let mut account_ids = Vec::with_capacity(n);
     // Per account (consecutive), what it is owed.
     let mut owed: Vec<(i64, Asset, Decimal)> = Vec::new();
     for i in range {
-        let (share, p, l, account) = match (
-            computed.shares.get(i),
-            computed.payees.get(i),
-            computed.alloc.lines.get(i),
-            accounts.payee.get(i),
-        ) {
-            (Some(s), Some(p), Some(l), Some(a)) => (s, p, l, *a),
+        let (p, account) = match (computed.payees.get(i), accounts.payee.get(i)) {
+            (Some(p), Some(a)) => (p, *a),
             _ => return Err(SettlementError::Allocation("line out of range".into())),
         };
-        let net = dec(l.net, computed.decimals)?;
-        let (amount, rate, source) = computed.payout(i)?;
+        let line = computed.line(i)?;
         match owed.last_mut() {
-            Some((a, _, sum)) if *a == account => *sum += amount,
-            _ => owed.push((account, p.payout, amount)),
+            Some((a, _, sum)) if *a == account => *sum += line.payout_amount,
+            _ => owed.push((account, p.payout, line.payout_amount)),
         }
-        contract_ids.push(share.contract_id);
-        hashrates.push(share.hashrate);
-        secs.push(i32::try_from(share.active_seconds).unwrap_or(86_400));
-        gross.push(dec(l.gross, computed.decimals)?);
-        fees.push(dec(l.fee, computed.decimals)?);
-        nets.push(net);
-        assets.push(p.payout.code());
-        payouts.push(amount);
-        rates.push(rate);
-        sources.push(source);
-        usd.push((net * computed.price_usd).round_dp(12));
+        contract_ids.push(line.contract_id);
+        hashrates.push(line.hashrate);
+        secs.push(i32::try_from(line.active_seconds).unwrap_or(86_400));
+        gross.push(line.gross);
+        fees.push(line.fee);
+        nets.push(line.net);
+        assets.push(line.payout_asset);
+        payouts.push(line.payout_amount);
+        rates.push(line.rate);
+        sources.push(line.rate_source);
+        usd.push(line.usd_value);
         account_ids.push(account);
     }
 
     // For a correction: what earlier settlements paid these accounts.
     let mut paid: HashMap<i64, (Decimal, Uuid)> = HashMap::new();
-    if !earlier.settlements.is_empty() {
+    if !earlier.is_empty() {
         #[derive(QueryableByName)]
         struct Paid {
             #[diesel(sql_type = SqlUuid)]
@@ -833,7 +821,6 @@ async fn post_chunk(
             amount: Decimal,
         }
         let refs: Vec<String> = earlier
-            .settlements
             .iter()
             .flat_map(|s| {
                 owed.iter()
@@ -984,9 +971,7 @@ pub async fn settle_with(
     {
         return Err(SettlementError::CorrectionOfSettledDay);
     }
-    let earlier = Earlier {
-        settlements: &earlier_rows,
-    };
+    let earlier = earlier_rows.as_slice();
     let corrects = earlier_rows.last().map(|s| s.id);
 
     let started = std::time::Instant::now();
@@ -1013,7 +998,7 @@ pub async fn settle_with(
     if let Some((asset, custody, income)) = accounts.income {
         let before = moved_out_of(
             conn,
-            &earlier.refs(|s| format!("earning:{}", s.earning_id)),
+            &refs_of(earlier, |s| format!("earning:{}", s.earning_id)),
             custody,
         )
         .await?;
@@ -1039,7 +1024,7 @@ pub async fn settle_with(
                 .ok_or_else(|| SettlementError::Allocation(format!("no {asset} treasury")))?;
             let before = moved_out_of(
                 conn,
-                &earlier.refs(|s| format!("conversion:{}:{x}", s.id)),
+                &refs_of(earlier, |s| format!("conversion:{}:{x}", s.id)),
                 income,
             )
             .await?;
@@ -1076,7 +1061,7 @@ pub async fn settle_with(
             &computed,
             &accounts,
             settlement_id,
-            &earlier,
+            earlier,
             start..end,
             &mut not_reclaimed,
         )
@@ -1113,7 +1098,7 @@ pub async fn settle_with(
                 .id;
             let before = moved_out_of(
                 conn,
-                &earlier.refs(|s| format!("{prefix}:{}", s.id)),
+                &refs_of(earlier, |s| format!("{prefix}:{}", s.id)),
                 income,
             )
             .await?;
