@@ -2,6 +2,8 @@
 //! migrated template (`CREATE DATABASE … TEMPLATE …`) so tests run in
 //! parallel without seeing each other; and a real SMTP server ([`smtp`]).
 
+pub mod anvil;
+pub mod litecoind;
 pub mod smtp;
 
 use std::collections::hash_map::DefaultHasher;

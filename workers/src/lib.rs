@@ -1,6 +1,7 @@
 //! Hashgrid's background workers: the job runner and the jobs it runs.
 
 pub mod builtin;
+pub mod chain;
 pub mod lifecycle;
 pub mod mailer;
 pub mod pooladapter;

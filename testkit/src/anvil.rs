@@ -1,0 +1,1 @@
+//! Starts anvil for tests (being written).

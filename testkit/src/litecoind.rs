@@ -1,0 +1,1 @@
+//! Starts litecoind in regtest for tests (being written).

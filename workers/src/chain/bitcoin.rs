@@ -1,0 +1,1 @@
+//! Bitcoin Core JSON-RPC adapter (being written).

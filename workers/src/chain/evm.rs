@@ -1,0 +1,1 @@
+//! EVM JSON-RPC adapter and local signer (being written).
