@@ -60,6 +60,19 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         Permission::ReportsRead,
     ),
     ("GET", "/admin/v1/settlements", Permission::ReportsRead),
+    ("GET", "/admin/v1/withdrawals", Permission::ReportsRead),
+    ("GET", "/admin/v1/withdrawals/waiting", Permission::ReportsRead),
+    ("GET", "/admin/v1/withdrawals/{id}", Permission::ReportsRead),
+    (
+        "POST",
+        "/admin/v1/withdrawals/{id}/approve",
+        Permission::WithdrawalsApprove,
+    ),
+    (
+        "POST",
+        "/admin/v1/withdrawals/{id}/reject",
+        Permission::WithdrawalsApprove,
+    ),
     (
         "POST",
         "/admin/v1/settlements/{day}/run",

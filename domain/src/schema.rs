@@ -22,6 +22,11 @@ diesel::table! {
         asset -> Text,
         network -> Text,
         decimals -> Int4,
+        withdrawal_fee -> Numeric,
+        withdrawal_min -> Numeric,
+        auto_approve_max -> Numeric,
+        daily_limit -> Numeric,
+        withdrawals_enabled -> Bool,
     }
 }
 
@@ -472,6 +477,50 @@ diesel::table! {
 }
 
 diesel::table! {
+    withdrawals (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        asset -> Text,
+        network -> Text,
+        address -> Text,
+        amount -> Numeric,
+        fee -> Numeric,
+        state -> Text,
+        needs_two_approvals -> Bool,
+        approvals -> Array<Uuid>,
+        required_confirmations -> Int4,
+        hold_id -> Uuid,
+        fee_hold_id -> Nullable<Uuid>,
+        confirm_token_hash -> Nullable<Bytea>,
+        confirm_expires_at -> Timestamptz,
+        hot_wallet -> Nullable<Text>,
+        nonce -> Nullable<Int8>,
+        signed_tx -> Nullable<Bytea>,
+        txid -> Nullable<Text>,
+        confirmations -> Int4,
+        waiting_reason -> Nullable<Text>,
+        reason -> Nullable<Text>,
+        claimed_by -> Nullable<Text>,
+        claimed_until -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    withdrawal_events (id) {
+        id -> Int8,
+        withdrawal_id -> Uuid,
+        from_state -> Nullable<Text>,
+        to_state -> Text,
+        event -> Text,
+        actor -> Text,
+        detail -> Jsonb,
+        at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     deposit_addresses (network, key_fingerprint, derivation_index) {
         network -> Text,
         key_fingerprint -> Text,
@@ -496,6 +545,8 @@ diesel::joinable!(pools -> facilities (facility_id));
 diesel::joinable!(settlement_lines -> contracts (contract_id));
 diesel::joinable!(withdrawal_addresses -> users (user_id));
 diesel::joinable!(deposit_addresses -> users (user_id));
+diesel::joinable!(withdrawals -> users (user_id));
+diesel::joinable!(withdrawal_events -> withdrawals (withdrawal_id));
 diesel::joinable!(settlement_lines -> settlements (settlement_id));
 diesel::joinable!(settlements -> pool_earnings (earning_id));
 diesel::joinable!(products -> pools (pool_id));
@@ -543,4 +594,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     transfers,
     users,
     withdrawal_addresses,
+    withdrawal_events,
+    withdrawals,
 );

@@ -62,6 +62,29 @@ pub async fn reference_data(conn: &mut AsyncPgConnection) -> Result<(), diesel::
                         .set(asset_networks::decimals.eq(excluded(asset_networks::decimals)))
                         .execute(conn)
                         .await?;
+                    // Withdrawal policy defaults, only where nobody configured one.
+                    let (fee, min, auto, daily) =
+                        crate::custody::withdrawals::default_policy(asset, network);
+                    let dec = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap_or_default();
+                    diesel::update(
+                        asset_networks::table
+                            .filter(asset_networks::asset.eq(asset.code()))
+                            .filter(asset_networks::network.eq(network.code()))
+                            .filter(asset_networks::withdrawal_fee.eq(rust_decimal::Decimal::ZERO))
+                            .filter(asset_networks::withdrawal_min.eq(rust_decimal::Decimal::ZERO))
+                            .filter(
+                                asset_networks::auto_approve_max.eq(rust_decimal::Decimal::ZERO),
+                            )
+                            .filter(asset_networks::daily_limit.eq(rust_decimal::Decimal::ZERO)),
+                    )
+                    .set((
+                        asset_networks::withdrawal_fee.eq(dec(fee)),
+                        asset_networks::withdrawal_min.eq(dec(min)),
+                        asset_networks::auto_approve_max.eq(dec(auto)),
+                        asset_networks::daily_limit.eq(dec(daily)),
+                    ))
+                    .execute(conn)
+                    .await?;
                 }
             }
         }

@@ -338,6 +338,43 @@ impl From<Order> for OrderView {
 
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
+/// The `Idempotency-Key` header, if sent (1-255 printable ASCII characters).
+pub fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .filter(|k| idempotency::valid_key(k))
+            .map(|k| Some(k.to_owned()))
+            .ok_or_else(|| {
+                ApiError::validation(vec![FieldError::new(
+                    IDEMPOTENCY_KEY,
+                    "invalid",
+                    "1 to 255 printable ASCII characters",
+                )])
+            }),
+    }
+}
+
+/// What an idempotent request is compared by: method, path and body.
+pub fn request_hash(req: &HttpRequest, raw_body: &[u8]) -> Vec<u8> {
+    let mut h = req.method().as_str().as_bytes().to_vec();
+    h.extend_from_slice(req.path().as_bytes());
+    h.push(0);
+    h.extend_from_slice(raw_body);
+    domain::identity::crypto::sha256(&h)
+}
+
+/// The 422 for a key reused with another request.
+pub fn idempotency_key_reused() -> ApiError {
+    ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another request",
+    )
+}
+
 /// Places an order in one transaction with its idempotency key.
 pub async fn order_for(
     state: &AppState,
@@ -347,30 +384,8 @@ pub async fn order_for(
     raw_body: &[u8],
     quote_id: Uuid,
 ) -> Reply {
-    let key = match req.headers().get(IDEMPOTENCY_KEY) {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .ok()
-                .filter(|k| idempotency::valid_key(k))
-                .ok_or_else(|| {
-                    ApiError::validation(vec![FieldError::new(
-                        IDEMPOTENCY_KEY,
-                        "invalid",
-                        "1 to 255 printable ASCII characters",
-                    )])
-                })?;
-            Some(k.to_owned())
-        }
-    };
-    let hash = {
-        let mut h = req.method().as_str().as_bytes().to_vec();
-        h.extend_from_slice(req.path().as_bytes());
-        h.push(0);
-        h.extend_from_slice(raw_body);
-        domain::identity::crypto::sha256(&h)
-    };
+    let key = idempotency_key(req)?;
+    let hash = request_hash(req, raw_body);
     let restrictions = state.identity.config.restrictions.clone();
     let mut conn = state.conn().await?;
     let outcome: Result<(u16, serde_json::Value, bool), ApiError> = conn
@@ -379,13 +394,7 @@ pub async fn order_for(
                 match idempotency::begin(c, owner, k, &hash).await? {
                     Begin::Fresh => {}
                     Begin::Replay { status, body } => return Ok((status, body, true)),
-                    Begin::Mismatch => {
-                        return Err(ApiError::new(
-                            StatusCode::UNPROCESSABLE_ENTITY,
-                            "idempotency_key_reused",
-                            "this Idempotency-Key was used with another request",
-                        ));
-                    }
+                    Begin::Mismatch => return Err(idempotency_key_reused()),
                 }
             }
             let (order, _contract) =

@@ -15,6 +15,7 @@ pub mod partner;
 pub mod prices;
 pub mod settlement;
 pub mod withdrawal_addresses;
+pub mod withdrawals;
 
 use serde::Serialize;
 use utoipa::ToSchema;

@@ -7,3 +7,4 @@ pub mod allowlist;
 pub mod deposit;
 pub mod hd;
 pub mod withdrawal;
+pub mod withdrawals;

@@ -228,7 +228,8 @@ pub fn apply(w: &Withdrawal, event: &Event) -> Result<Transition, TransitionErro
             }
             Ok(to(State::Completed, HoldEffect::Post))
         }
-        (State::Signed | State::Broadcast, Event::Fail { .. }) => {
+        // Approved: the worker could not build the transaction at all.
+        (State::Approved | State::Signed | State::Broadcast, Event::Fail { .. }) => {
             Ok(to(State::Failed, HoldEffect::Void))
         }
         _ => Err(not_allowed()),

@@ -75,10 +75,13 @@ pub enum EmailTemplate {
     /// Confirms an address added to the withdrawal allow-list. Variables:
     /// `network`, `address`, `label`, `link`, `expires_in`.
     WithdrawalAddressConfirm,
+    /// Confirms a withdrawal the customer asked for. Variables: `amount`,
+    /// `asset`, `network`, `address`, `fee`, `link`, `expires_in`.
+    WithdrawalConfirm,
 }
 
 impl EmailTemplate {
-    pub const ALL: [EmailTemplate; 8] = [
+    pub const ALL: [EmailTemplate; 9] = [
         EmailTemplate::VerifyEmail,
         EmailTemplate::PasswordReset,
         EmailTemplate::PasswordChanged,
@@ -87,6 +90,7 @@ impl EmailTemplate {
         EmailTemplate::ContractSuspended,
         EmailTemplate::ContractResumed,
         EmailTemplate::WithdrawalAddressConfirm,
+        EmailTemplate::WithdrawalConfirm,
     ];
 
     /// The name stored in `emails.template` (and the templates' file name).
@@ -100,6 +104,7 @@ impl EmailTemplate {
             EmailTemplate::ContractSuspended => "contract_suspended",
             EmailTemplate::ContractResumed => "contract_resumed",
             EmailTemplate::WithdrawalAddressConfirm => "withdrawal_address_confirm",
+            EmailTemplate::WithdrawalConfirm => "withdrawal_confirm",
         }
     }
 
@@ -120,6 +125,7 @@ impl EmailTemplate {
             EmailTemplate::WithdrawalAddressConfirm => {
                 "Confirm your new Hashgrid withdrawal address"
             }
+            EmailTemplate::WithdrawalConfirm => "Confirm your withdrawal of {{amount}} {{asset}}",
         }
     }
 
@@ -147,6 +153,9 @@ impl EmailTemplate {
             EmailTemplate::WithdrawalAddressConfirm => {
                 include_str!("../../templates/email/withdrawal_address_confirm.txt")
             }
+            EmailTemplate::WithdrawalConfirm => {
+                include_str!("../../templates/email/withdrawal_confirm.txt")
+            }
         }
     }
 
@@ -173,6 +182,9 @@ impl EmailTemplate {
             }
             EmailTemplate::WithdrawalAddressConfirm => {
                 include_str!("../../templates/email/withdrawal_address_confirm.html")
+            }
+            EmailTemplate::WithdrawalConfirm => {
+                include_str!("../../templates/email/withdrawal_confirm.html")
             }
         }
     }
@@ -500,6 +512,9 @@ mod tests {
             ("network", "Bitcoin"),
             ("address", "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"),
             ("label", "my <cold> wallet"),
+            ("amount", "0.05"),
+            ("asset", "BTC"),
+            ("fee", "0.0002"),
         ]
     }
 

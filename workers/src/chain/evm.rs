@@ -1,1 +1,0 @@
-//! EVM JSON-RPC adapter and local signer (being written).
