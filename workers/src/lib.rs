@@ -2,6 +2,7 @@
 
 pub mod builtin;
 pub mod chain;
+pub mod custody;
 pub mod lifecycle;
 pub mod mailer;
 pub mod pooladapter;

@@ -1,0 +1,1 @@
+//! Deposit scanners (being written).

@@ -1,0 +1,1 @@
+//! The withdrawal sender (being written).
