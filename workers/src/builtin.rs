@@ -61,6 +61,23 @@ pub fn registry() -> Registry {
             crate::pooladapter::import_pool_earnings_job,
         )
         .register(crate::settle::SETTLE_JOB, crate::settle::settle_job)
+        .register(
+            crate::custody::withdraw::SEND_WITHDRAWALS_JOB,
+            crate::custody::withdraw::send_withdrawals_job,
+        )
+        .register(
+            crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
+            crate::custody::withdraw::expire_withdrawals_job,
+        )
+}
+
+/// How often custody talks to the chain nodes (`HASHGRID_CUSTODY_TICK_SECS`, default 10).
+fn custody_tick() -> u32 {
+    std::env::var("HASHGRID_CUSTODY_TICK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(10)
 }
 
 /// The UTC hour of the daily settlement (`HASHGRID_SETTLE_HOUR`, default 2).
@@ -86,6 +103,14 @@ pub fn schedules() -> Vec<Schedule> {
             Every::DailyAt(NaiveTime::from_hms_opt(0, 5, 0).unwrap_or(NaiveTime::MIN)),
         ),
         crate::pooladapter::schedule(),
+        Schedule::new(
+            crate::custody::withdraw::SEND_WITHDRAWALS_JOB,
+            Every::Seconds(custody_tick()),
+        ),
+        Schedule::new(
+            crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
+            Every::Seconds(60),
+        ),
         // Yesterday's imports that nothing settled yet (normally each import enqueues its own).
         Schedule::new(
             crate::settle::SETTLE_JOB,
