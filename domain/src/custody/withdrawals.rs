@@ -602,6 +602,16 @@ async fn transition(
             _ => row.confirmations,
         };
         let now = Utc::now();
+        // Signing stores the bytes with the state, in one row update.
+        let hot_wallet = signed
+            .map(|s| s.hot_wallet.clone())
+            .or(row.hot_wallet.clone());
+        let nonce = match signed {
+            Some(s) => s.nonce.and_then(|n| i64::try_from(n).ok()),
+            None => row.nonce,
+        };
+        let signed_tx = signed.map(|s| s.raw.clone()).or(row.signed_tx.clone());
+        let txid = signed.map(|s| s.txid.clone()).or(row.txid.clone());
         let updated: Withdrawal = diesel::update(w::table.find(id))
             .set((
                 w::state.eq(t.to.as_str()),
@@ -610,26 +620,15 @@ async fn transition(
                 w::confirmations.eq(confirmations),
                 w::confirm_token_hash.eq(None::<Vec<u8>>),
                 w::waiting_reason.eq(None::<String>),
+                w::hot_wallet.eq(hot_wallet),
+                w::nonce.eq(nonce),
+                w::signed_tx.eq(signed_tx),
+                w::txid.eq(txid),
                 w::updated_at.eq(now),
             ))
             .returning(Withdrawal::as_returning())
             .get_result(c)
             .await?;
-        let updated = match signed {
-            Some(s) => {
-                diesel::update(w::table.find(id))
-                    .set((
-                        w::hot_wallet.eq(Some(&s.hot_wallet)),
-                        w::nonce.eq(s.nonce.and_then(|n| i64::try_from(n).ok())),
-                        w::signed_tx.eq(Some(&s.raw)),
-                        w::txid.eq(Some(&s.txid)),
-                    ))
-                    .returning(Withdrawal::as_returning())
-                    .get_result(c)
-                    .await?
-            }
-            None => updated,
-        };
         let mut detail = serde_json::json!({});
         match &event {
             Event::Approve { .. } => {
