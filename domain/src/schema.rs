@@ -531,6 +531,58 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    deposits (id) {
+        id -> Uuid,
+        user_id -> Uuid,
+        network -> Text,
+        asset -> Text,
+        txid -> Text,
+        kind -> Text,
+        output_index -> Int8,
+        address -> Text,
+        amount -> Numeric,
+        dust -> Numeric,
+        block_height -> Nullable<Int8>,
+        block_hash -> Nullable<Text>,
+        confirmations -> Int4,
+        state -> Text,
+        credit_round -> Int4,
+        transfer_id -> Nullable<Uuid>,
+        reversal_id -> Nullable<Uuid>,
+        shortfall -> Numeric,
+        first_seen_at -> Timestamptz,
+        credited_at -> Nullable<Timestamptz>,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    deposit_scan_cursors (network) {
+        network -> Text,
+        height -> Nullable<Int8>,
+        block_hash -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    deposit_scan_blocks (network, height) {
+        network -> Text,
+        height -> Int8,
+        block_hash -> Text,
+    }
+}
+
+diesel::table! {
+    deposit_address_imports (network, address, watcher) {
+        network -> Text,
+        address -> Text,
+        watcher -> Text,
+        imported_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
@@ -545,6 +597,8 @@ diesel::joinable!(pools -> facilities (facility_id));
 diesel::joinable!(settlement_lines -> contracts (contract_id));
 diesel::joinable!(withdrawal_addresses -> users (user_id));
 diesel::joinable!(deposit_addresses -> users (user_id));
+diesel::joinable!(deposits -> users (user_id));
+diesel::joinable!(deposits -> networks (network));
 diesel::joinable!(withdrawals -> users (user_id));
 diesel::joinable!(withdrawal_events -> withdrawals (withdrawal_id));
 diesel::joinable!(settlement_lines -> settlements (settlement_id));
@@ -567,7 +621,11 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_log,
     contract_events,
     contracts,
+    deposit_address_imports,
     deposit_addresses,
+    deposit_scan_blocks,
+    deposit_scan_cursors,
+    deposits,
     email_tokens,
     emails,
     facilities,

@@ -60,18 +60,38 @@ pub struct DepositKeys {
 
 impl DepositKeys {
     /// Parses `bitcoin=zpub…,ethereum=xpub…` (networks by code; a private key
-    /// or a key of the wrong network is refused).
+    /// or a key of the wrong network is refused). A network may name its
+    /// scheme, `bitcoin/bip44=tpub…` (P2PKH addresses instead of the default
+    /// native segwit; `bip84` or `bip44`); without one it is [`scheme_of`].
     pub fn parse(spec: &str, kind: NetworkKind) -> Result<DepositKeys, String> {
         let mut keys = BTreeMap::new();
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, key) = part
                 .split_once('=')
                 .ok_or_else(|| format!("{part:?} is not network=xpub"))?;
+            let (name, scheme) = match name.trim().split_once('/') {
+                Some((name, scheme)) => (name, Some(scheme.trim())),
+                None => (name.trim(), None),
+            };
             let network: Network = name
                 .trim()
                 .parse()
                 .map_err(|_| format!("unknown network {name:?}"))?;
-            let key = DepositKey::parse(chain_of(network), kind, scheme_of(network), key.trim())
+            let scheme = match scheme {
+                None => scheme_of(network),
+                Some("bip84") => Scheme::Bip84,
+                Some("bip44") => Scheme::Bip44,
+                Some(other) => {
+                    return Err(format!(
+                        "{}: unknown scheme {other:?} (bip84 or bip44)",
+                        network.code()
+                    ));
+                }
+            };
+            if keys.contains_key(&network) {
+                return Err(format!("{}: configured twice", network.code()));
+            }
+            let key = DepositKey::parse(chain_of(network), kind, scheme, key.trim())
                 .map_err(|e| format!("{}: {e}", network.code()))?;
             keys.insert(network, key);
         }
@@ -188,4 +208,63 @@ async fn existing(
         .first(conn)
         .await
         .optional()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// m/84'/0'/0' and m/44'/0'/0' of the "abandon … about" mnemonic; the
+    /// second also as a tpub (same key, testnet version bytes).
+    const ZPUB: &str = "zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUUkgDKf31mGDtKsAYz2oz2AGutZYs";
+    const XPUB44: &str = "xpub6BosfCnifzxcFwrSzQiqu2DBVTshkCXacvNsWGYJVVhhawA7d4R5WSWGFNbi8Aw6ZRc1brxMyWMzG3DSSSSoekkudhUd9yLb6qx39T9nMdj";
+    const TPUB44: &str = "tpubDCBWBScQPGv4Xk3JSbhw6wYYpayMjb2eAYyArpbSqQTbLDpphHGAetB6VQgVeftLML8vDSUEWcC2xDi3qJJ3YCDChJDvqVzpgoYSuT52MhJ";
+
+    #[test]
+    fn bitcoin_defaults_to_bip84_and_may_name_bip44() {
+        let keys = DepositKeys::parse(&format!("bitcoin={ZPUB}"), NetworkKind::Mainnet).unwrap();
+        let k = keys.get(Network::Bitcoin).unwrap();
+        assert_eq!(k.scheme(), Scheme::Bip84);
+        assert_eq!(
+            k.address(0).unwrap(),
+            "bc1qcr8te4kr609gcawutmrza0j4xv80jy8z306fyu"
+        );
+
+        let keys = DepositKeys::parse(&format!(" bitcoin/bip44 = {XPUB44}"), NetworkKind::Mainnet)
+            .unwrap();
+        let k = keys.get(Network::Bitcoin).unwrap();
+        assert_eq!(k.scheme(), Scheme::Bip44);
+        // BIP-44 test vector, m/44'/0'/0'/0/0.
+        assert_eq!(k.address(0).unwrap(), "1LqBGSKuX5yYUonjxT5qGfpUsXKYYWeabA");
+
+        // Regtest: P2PKH with version 0x6f (m… / n…), which litecoind's
+        // regtest wallet also accepts.
+        let keys =
+            DepositKeys::parse(&format!("bitcoin/bip44={TPUB44}"), NetworkKind::Regtest).unwrap();
+        let a = keys.get(Network::Bitcoin).unwrap().address(0).unwrap();
+        assert!(a.starts_with('m') || a.starts_with('n'), "{a}");
+        assert_eq!(keys.networks(), vec![Network::Bitcoin]);
+    }
+
+    #[test]
+    fn refuses_unknown_schemes_and_duplicates() {
+        let e = DepositKeys::parse(&format!("bitcoin/bip49={XPUB44}"), NetworkKind::Mainnet)
+            .unwrap_err();
+        assert!(e.contains("unknown scheme"), "{e}");
+        let e = DepositKeys::parse(
+            &format!("bitcoin={ZPUB},bitcoin/bip44={XPUB44}"),
+            NetworkKind::Mainnet,
+        )
+        .unwrap_err();
+        assert!(e.contains("configured twice"), "{e}");
+        // A zpub is BIP-84 only.
+        assert!(
+            DepositKeys::parse(&format!("bitcoin/bip44={ZPUB}"), NetworkKind::Mainnet).is_err()
+        );
+        assert!(
+            DepositKeys::parse(&format!("solana/bip44={XPUB44}"), NetworkKind::Mainnet).is_err()
+        );
+    }
 }
