@@ -852,13 +852,14 @@ pub async fn timeline(
 // ---- the worker's side ----
 
 /// Claims the oldest withdrawal of `network` that needs the worker (approved,
-/// signed or broadcast) and is not leased, for `lease`; `SKIP LOCKED` so
-/// several workers never wait on or take the same row.
+/// signed or broadcast), is not leased and not in `skip`, for `lease`;
+/// `SKIP LOCKED` so several workers never wait on or take the same row.
 pub async fn claim(
     conn: &mut AsyncPgConnection,
     network: Network,
     worker: &str,
     lease: Duration,
+    skip: &[Uuid],
 ) -> Result<Option<Withdrawal>, WithdrawalError> {
     conn.transaction(async |c| {
         let now = Utc::now();
@@ -866,6 +867,7 @@ pub async fn claim(
             .filter(w::network.eq(network.code()))
             .filter(w::state.eq_any(["approved", "signed", "broadcast"]))
             .filter(w::claimed_until.is_null().or(w::claimed_until.lt(now)))
+            .filter(w::id.ne_all(skip))
             .order(w::created_at.asc())
             .select(w::id)
             .for_update()

@@ -150,15 +150,11 @@ impl Sender {
     pub async fn run_once(&self, pool: &PgPool) -> anyhow::Result<Vec<(uuid::Uuid, Step)>> {
         let mut conn = pool.get().await?;
         let mut done = Vec::new();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen: Vec<uuid::Uuid> = Vec::new();
         while let Some(w) =
-            withdrawals::claim(&mut conn, self.network, &self.worker, self.lease).await?
+            withdrawals::claim(&mut conn, self.network, &self.worker, self.lease, &seen).await?
         {
-            if !seen.insert(w.id) {
-                // Claimed again in this run (its lease ran out): next run.
-                withdrawals::release(&mut conn, w.id, &self.worker).await?;
-                break;
-            }
+            seen.push(w.id);
             let id = w.id;
             let step = match self.step(&mut conn, w).await {
                 Ok(step) => step,
