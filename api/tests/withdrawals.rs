@@ -409,6 +409,36 @@ async fn a_withdrawal_is_checked_held_confirmed_approved_or_released() {
     let (status, list) = call(&app, &client, "GET", "/v1/withdrawals", Some(&token), None).await;
     assert_eq!((status, list["items"].as_array().unwrap().len()), (200, 2));
 
+    // The sender could not pay it (hot wallet short): the report shows it.
+    {
+        use domain::schema::withdrawals as w;
+        let mut conn = app.db.conn().await.unwrap();
+        diesel::update(w::table.find(big_id.parse::<Uuid>().unwrap()))
+            .set(w::waiting_reason.eq(Some("hot wallet holds 0.1 BTC, needs 0.5")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let (status, report) = call(
+        &app,
+        &client,
+        "GET",
+        "/admin/v1/withdrawals/waiting",
+        Some(&admin_b),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["waiting"][0]["id"], big["id"]);
+    assert_eq!(
+        report["waiting"][0]["waiting_reason"],
+        "hot wallet holds 0.1 BTC, needs 0.5"
+    );
+    assert_eq!(
+        report["totals"],
+        json!([{"asset": "BTC", "network": "bitcoin", "count": 1, "amount": "0.5"}])
+    );
+
     // The daily limit counts live withdrawals (not the cancelled one).
     {
         let mut conn = app.db.conn().await.unwrap();

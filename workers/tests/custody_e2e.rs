@@ -302,3 +302,62 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
     assert!(waiting.is_none(), "no longer waiting");
     reconciles(&mut conn).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_senders_racing_over_one_hot_wallet_send_each_withdrawal_once_with_distinct_nonces() {
+    let db = TestDb::new().await.unwrap();
+    let anvil = Anvil::start(31337).await.unwrap();
+    let mut conn = db.conn().await.unwrap();
+    confirmations(&mut conn, "ethereum", 1).await;
+    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001").await;
+    let (user, email) = customer(&mut conn).await;
+    fund(&mut conn, user, Asset::ETH, "ethereum", "5").await;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        let to = random_evm_address();
+        allow(&mut conn, user, "ethereum", &to).await;
+        ids.push(approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "0.1").await);
+    }
+    let node = evm_node(Network::Ethereum, &anvil, &[]);
+    let a = Sender::evm(&node, "sender-a").await.unwrap().unwrap();
+    let b = Sender::evm(&node, "sender-b").await.unwrap().unwrap();
+    for _ in 0..30 {
+        let pool = db.pool();
+        let (ra, rb) = tokio::join!(a.run_once(&pool), b.run_once(&pool));
+        ra.unwrap();
+        rb.unwrap();
+        let open: i64 = w::table
+            .filter(w::state.ne("completed"))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        if open == 0 {
+            break;
+        }
+    }
+    let rows: Vec<(String, Option<i64>)> = w::table
+        .select((w::state, w::nonce))
+        .order(w::nonce.asc())
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert!(rows.iter().all(|(s, _)| s == "completed"), "{rows:?}");
+    let nonces: Vec<i64> = rows.iter().map(|(_, n)| n.unwrap()).collect();
+    assert_eq!(
+        nonces,
+        (0..12).collect::<Vec<i64>>(),
+        "one nonce each, no gaps"
+    );
+    let client = workers::chain::evm::EvmClient::new(anvil.url());
+    assert_eq!(
+        client.nonce(DEV_ADDRESSES[0], false).await.unwrap(),
+        12,
+        "twelve transactions"
+    );
+    assert_eq!(
+        available(&db, user, Asset::ETH).await,
+        "3.788".parse::<Decimal>().unwrap()
+    );
+    reconciles(&mut conn).await;
+}
