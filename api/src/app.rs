@@ -43,6 +43,7 @@ pub fn routes(cfg: &mut ServiceConfig) {
         // custody
         .service(crate::routes::deposit_addresses::list)
         .service(crate::routes::deposit_addresses::create)
+        .service(crate::routes::deposits::list)
         .service(crate::routes::withdrawal_addresses::list)
         .service(crate::routes::withdrawal_addresses::add)
         .service(crate::routes::withdrawal_addresses::confirm)

@@ -8,6 +8,7 @@ pub mod buying;
 pub mod catalog_admin;
 pub mod contracts_admin;
 pub mod deposit_addresses;
+pub mod deposits;
 pub mod earnings_admin;
 pub mod me;
 pub mod ops;
