@@ -7,11 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod custody_common;
-
 use std::collections::BTreeMap;
 
-use custody_common::*;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain::custody::withdrawal::State;
@@ -22,6 +19,7 @@ use domain::schema::withdrawals as w;
 use rust_decimal::Decimal;
 use testkit::TestDb;
 use testkit::anvil::{Anvil, DEV_ADDRESSES, DEV_PRIVATE_KEYS};
+use testkit::custody::*;
 use testkit::litecoind::{Litecoind, PAYER};
 use workers::custody::config::{BitcoinNode, EvmNode};
 use workers::custody::withdraw::{Sender, Step};
@@ -62,13 +60,19 @@ async fn an_eth_withdrawal_is_broadcast_then_completed_after_confirmations() {
     let db = TestDb::new().await.unwrap();
     let anvil = Anvil::start(31337).await.unwrap();
     let mut conn = db.conn().await.unwrap();
-    confirmations(&mut conn, "ethereum", 3).await;
-    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001").await;
-    let (user, email) = customer(&mut conn).await;
-    fund(&mut conn, user, Asset::ETH, "ethereum", "2").await;
+    confirmations(&mut conn, "ethereum", 3).await.unwrap();
+    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::ETH, "ethereum", "2")
+        .await
+        .unwrap();
     let to = random_evm_address();
-    allow(&mut conn, user, "ethereum", &to).await;
-    let id = approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "0.25").await;
+    allow(&mut conn, user, "ethereum", &to).await.unwrap();
+    let id = approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "0.25")
+        .await
+        .unwrap();
     assert_eq!(
         available(&db, user, Asset::ETH).await,
         "1.749".parse::<Decimal>().unwrap()
@@ -121,7 +125,7 @@ async fn an_eth_withdrawal_is_broadcast_then_completed_after_confirmations() {
         timeline,
         ["request", "confirm", "sign", "broadcast", "complete"]
     );
-    reconciles(&mut conn).await;
+    reconciles(&mut conn).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,17 +140,19 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
         .await
         .unwrap();
     let mut conn = db.conn().await.unwrap();
-    confirmations(&mut conn, "bsc", 2).await;
-    policy(&mut conn, "USDT", "bsc", "0.5", "1").await;
-    let (user, email) = customer(&mut conn).await;
-    fund(&mut conn, user, Asset::USDT, "bsc", "500").await;
+    confirmations(&mut conn, "bsc", 2).await.unwrap();
+    policy(&mut conn, "USDT", "bsc", "0.5", "1").await.unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::USDT, "bsc", "500")
+        .await
+        .unwrap();
     let (a, b, c) = (
         random_evm_address(),
         random_evm_address(),
         random_evm_address(),
     );
     for addr in [&a, &b, &c] {
-        allow(&mut conn, user, "bsc", addr).await;
+        allow(&mut conn, user, "bsc", addr).await.unwrap();
     }
     let sender = Sender::evm(
         &evm_node(Network::Bsc, &bsc, &[(Asset::USDT, &token)]),
@@ -156,7 +162,9 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
     .unwrap()
     .unwrap();
 
-    let first = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &a, "25").await;
+    let first = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &a, "25")
+        .await
+        .unwrap();
     sender.run_once(&db.pool()).await.unwrap();
     bsc.mine(1).await.unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
@@ -170,8 +178,12 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
     // pass the balance check, both are sent, the second reverts on chain
     // (receipt status 0): it fails and its hold is released.
     bsc.set_automine(false).await.unwrap();
-    let second = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &b, "60").await;
-    let third = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &c, "60").await;
+    let second = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &b, "60")
+        .await
+        .unwrap();
+    let third = approved_withdrawal(&mut conn, user, &email, "USDT", "bsc", &c, "60")
+        .await
+        .unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(
         steps,
@@ -203,7 +215,7 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
         available(&db, user, Asset::USDT).await,
         "414".parse::<Decimal>().unwrap()
     );
-    reconciles(&mut conn).await;
+    reconciles(&mut conn).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,10 +224,14 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
     let db = TestDb::new().await.unwrap();
     let node = Litecoind::start().await.unwrap();
     let mut conn = db.conn().await.unwrap();
-    confirmations(&mut conn, "bitcoin", 3).await;
-    policy(&mut conn, "BTC", "bitcoin", "0.0001", "0.001").await;
-    let (user, email) = customer(&mut conn).await;
-    fund(&mut conn, user, Asset::BTC, "bitcoin", "500").await;
+    confirmations(&mut conn, "bitcoin", 3).await.unwrap();
+    policy(&mut conn, "BTC", "bitcoin", "0.0001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::BTC, "bitcoin", "500")
+        .await
+        .unwrap();
     // A legacy (P2PKH, version 0x6f) address: valid on litecoin regtest and
     // as a bitcoin regtest address, which is what the platform validates.
     let to = node
@@ -229,7 +245,7 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
         .as_str()
         .unwrap()
         .to_owned();
-    allow(&mut conn, user, "bitcoin", &to).await;
+    allow(&mut conn, user, "bitcoin", &to).await.unwrap();
     let sender = Sender::bitcoin(
         &BitcoinNode {
             network: Network::Bitcoin,
@@ -241,8 +257,9 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
         "e2e",
     );
 
-    let id =
-        approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, "1.23456789").await;
+    let id = approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, "1.23456789")
+        .await
+        .unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(steps, vec![(id, Step::Moved(State::Broadcast))]);
     let steps = sender.run_once(&db.pool()).await.unwrap();
@@ -262,7 +279,9 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
 
     // More than the hot wallet holds (a few hundred): it waits, shown for the
     // admin report, and is sent once the wallet is topped up.
-    let big = approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, "400").await;
+    let big = approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, "400")
+        .await
+        .unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert!(
         matches!(&steps[..], [(i, Step::Waiting(_))] if *i == big),
@@ -300,7 +319,7 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
     assert_eq!(steps, vec![(big, Step::Moved(State::Broadcast))]);
     let (_, waiting, _) = state_of(&db, big).await;
     assert!(waiting.is_none(), "no longer waiting");
-    reconciles(&mut conn).await;
+    reconciles(&mut conn).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,15 +327,23 @@ async fn two_senders_racing_over_one_hot_wallet_send_each_withdrawal_once_with_d
     let db = TestDb::new().await.unwrap();
     let anvil = Anvil::start(31337).await.unwrap();
     let mut conn = db.conn().await.unwrap();
-    confirmations(&mut conn, "ethereum", 1).await;
-    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001").await;
-    let (user, email) = customer(&mut conn).await;
-    fund(&mut conn, user, Asset::ETH, "ethereum", "5").await;
+    confirmations(&mut conn, "ethereum", 1).await.unwrap();
+    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::ETH, "ethereum", "5")
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for _ in 0..12 {
         let to = random_evm_address();
-        allow(&mut conn, user, "ethereum", &to).await;
-        ids.push(approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "0.1").await);
+        allow(&mut conn, user, "ethereum", &to).await.unwrap();
+        ids.push(
+            approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "0.1")
+                .await
+                .unwrap(),
+        );
     }
     let node = evm_node(Network::Ethereum, &anvil, &[]);
     let a = Sender::evm(&node, "sender-a").await.unwrap().unwrap();
@@ -359,5 +386,5 @@ async fn two_senders_racing_over_one_hot_wallet_send_each_withdrawal_once_with_d
         available(&db, user, Asset::ETH).await,
         "3.788".parse::<Decimal>().unwrap()
     );
-    reconciles(&mut conn).await;
+    reconciles(&mut conn).await.unwrap();
 }

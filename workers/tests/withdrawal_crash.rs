@@ -8,14 +8,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod custody_common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use custody_common::*;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use domain::ledger::{self, AccountKind, Owner};
@@ -24,6 +21,7 @@ use domain::schema::{transfers, withdrawal_events as we, withdrawals as w};
 use rust_decimal::Decimal;
 use testkit::TestDb;
 use testkit::anvil::{Anvil, DEV_ADDRESSES, DEV_PRIVATE_KEYS};
+use testkit::custody::*;
 use workers::chain::evm::EvmClient;
 
 const WORKERS: &str = env!("CARGO_BIN_EXE_workers");
@@ -55,19 +53,24 @@ async fn sigkill_at_every_step_boundary_sends_each_withdrawal_exactly_once() {
     let db = TestDb::new().await.unwrap();
     let anvil = Anvil::start(31337).await.unwrap();
     let mut conn = db.conn().await.unwrap();
-    confirmations(&mut conn, "ethereum", 2).await;
-    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001").await;
-    let (user, email) = customer(&mut conn).await;
-    fund(&mut conn, user, Asset::ETH, "ethereum", "10").await;
+    confirmations(&mut conn, "ethereum", 2).await.unwrap();
+    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::ETH, "ethereum", "10")
+        .await
+        .unwrap();
 
     let mut expected: BTreeMap<uuid::Uuid, (String, u128)> = BTreeMap::new();
     let mut total = Decimal::ZERO;
     for i in 0..WITHDRAWALS {
         let to = random_evm_address();
-        allow(&mut conn, user, "ethereum", &to).await;
+        allow(&mut conn, user, "ethereum", &to).await.unwrap();
         let amount = format!("0.0{}", 10 + i); // 0.010 … 0.029 ETH
-        let id =
-            approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, &amount).await;
+        let id = approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, &amount)
+            .await
+            .unwrap();
         let wei = amount.parse::<Decimal>().unwrap() * Decimal::from(1_000_000_000_000_000_000u64);
         expected.insert(
             id,
@@ -196,5 +199,5 @@ async fn sigkill_at_every_step_boundary_sends_each_withdrawal_exactly_once() {
         (account.credits_posted - account.debits_posted).normalize(),
         (Decimal::from(10) - total).normalize()
     );
-    reconciles(&mut conn).await;
+    reconciles(&mut conn).await.unwrap();
 }
