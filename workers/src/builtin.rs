@@ -66,6 +66,10 @@ pub fn registry() -> Registry {
             crate::custody::withdraw::send_withdrawals_job,
         )
         .register(
+            crate::custody::deposits::SCAN_DEPOSITS_JOB,
+            crate::custody::deposits::scan_deposits_job,
+        )
+        .register(
             crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
             crate::custody::withdraw::expire_withdrawals_job,
         )
