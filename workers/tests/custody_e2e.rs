@@ -51,8 +51,7 @@ async fn available(db: &TestDb, user: uuid::Uuid, asset: Asset) -> Decimal {
     ledger::account_by_key(&mut conn, &Owner::User(user), asset, AccountKind::Customer)
         .await
         .unwrap()
-        .unwrap()
-        .available()
+        .map_or(Decimal::ZERO, |a| a.available())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,6 +384,86 @@ async fn two_senders_racing_over_one_hot_wallet_send_each_withdrawal_once_with_d
     assert_eq!(
         available(&db, user, Asset::ETH).await,
         "3.788".parse::<Decimal>().unwrap()
+    );
+    reconciles(&mut conn).await.unwrap();
+}
+
+/// m/44'/60'/0' of the "abandon … about" mnemonic (domain/tests/hd.rs).
+const EVM_XPUB: &str = "xpub6DCoCpSuQZB2jawqnGMEPS63ePKWkwWPH4TU45Q7LPXWuNd8TMtVxRrgjtEshuqpK3mdhaWHPFsBngh5GFZaM6si3yZdUsT8ddYM3PwnATt";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposit_is_seen_credited_after_confirmations_then_withdrawn() {
+    use domain::custody::deposit::{self, DepositKeys};
+    use domain::custody::deposits;
+    use workers::custody::deposits::scan_evm;
+
+    let db = TestDb::new().await.unwrap();
+    let anvil = Anvil::start(31337).await.unwrap();
+    let mut conn = db.conn().await.unwrap();
+    confirmations(&mut conn, "ethereum", 3).await.unwrap();
+    policy(&mut conn, "ETH", "ethereum", "0.001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    let keys = DepositKeys::parse(&format!("ethereum={EVM_XPUB}"), KIND).unwrap();
+    let (address, _) = deposit::address_for(&mut conn, &keys, user, "ethereum")
+        .await
+        .unwrap();
+    let node = evm_node(Network::Ethereum, &anvil, &[]);
+
+    // Seen at once, pending below the network's confirmations.
+    let txid = anvil
+        .send_eth(DEV_ADDRESSES[1], &address.address, 2 * 10u128.pow(18))
+        .await
+        .unwrap();
+    scan_evm(&db.pool(), &node).await.unwrap();
+    let seen = deposits::list_for_user(&mut conn, user, 10).await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0.txid.to_lowercase(), txid.to_lowercase());
+    assert_eq!(
+        (seen[0].0.state.as_str(), seen[0].0.confirmations),
+        ("pending", 1)
+    );
+    assert_eq!(available(&db, user, Asset::ETH).await, Decimal::ZERO);
+    // Credited once the third block is on top, and only once however often
+    // the scanner runs.
+    anvil.mine(2).await.unwrap();
+    for _ in 0..3 {
+        scan_evm(&db.pool(), &node).await.unwrap();
+    }
+    let seen = deposits::list_for_user(&mut conn, user, 10).await.unwrap();
+    assert_eq!(seen[0].0.state, "credited");
+    assert_eq!(available(&db, user, Asset::ETH).await, Decimal::from(2));
+
+    // The deposited coins leave again as a withdrawal.
+    let to = random_evm_address();
+    allow(&mut conn, user, "ethereum", &to).await.unwrap();
+    let id = approved_withdrawal(&mut conn, user, &email, "ETH", "ethereum", &to, "1.5")
+        .await
+        .unwrap();
+    let sender = Sender::evm(&node, "e2e").await.unwrap().unwrap();
+    sender.run_once(&db.pool()).await.unwrap();
+    anvil.mine(2).await.unwrap();
+    let steps = sender.run_once(&db.pool()).await.unwrap();
+    assert_eq!(steps, vec![(id, Step::Moved(State::Completed))]);
+    assert_eq!(anvil.balance(&to).await.unwrap(), 15 * 10u128.pow(17));
+    assert_eq!(
+        available(&db, user, Asset::ETH).await,
+        "0.499".parse::<Decimal>().unwrap()
+    );
+    // The network's custody account: 2 in, 1.5 out.
+    let custody = ledger::account_by_key(
+        &mut conn,
+        &Owner::Network("ethereum".into()),
+        Asset::ETH,
+        AccountKind::Custody,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (custody.debits_posted - custody.credits_posted).normalize(),
+        "0.5".parse::<Decimal>().unwrap()
     );
     reconciles(&mut conn).await.unwrap();
 }
