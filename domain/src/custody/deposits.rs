@@ -836,22 +836,26 @@ async fn reverse(
     Ok(updated)
 }
 
-/// Sets the confirmations of every pending or credited deposit of `network`
-/// in a block at or below `head` to `head − height + 1` (EVM scanners).
+/// Sets the confirmations of the pending and credited deposits of `network`
+/// in the last `window` blocks up to `head` to `head − height + 1` (EVM
+/// scanners). Older deposits keep what they had (at least `window`): the
+/// count is followed while it matters, not forever.
 pub async fn update_confirmations(
     conn: &mut AsyncPgConnection,
     network: Network,
     head: u64,
+    window: u64,
 ) -> Result<usize, DepositsError> {
     Ok(diesel::sql_query(
         "UPDATE deposits SET confirmations = LEAST($2 - block_height + 1, 2147483647)::int, \
                 updated_at = now() \
          WHERE network = $1 AND state IN ('pending', 'credited') \
-           AND block_height IS NOT NULL AND block_height <= $2 \
+           AND block_height > $2 - $3 AND block_height <= $2 \
            AND confirmations <> LEAST($2 - block_height + 1, 2147483647)::int",
     )
     .bind::<Text, _>(network.code())
     .bind::<BigInt, _>(to_i64(head, "head")?)
+    .bind::<BigInt, _>(to_i64(window.saturating_add(1), "window")?)
     .execute(conn)
     .await?)
 }

@@ -14,7 +14,8 @@
 //! deposit address and whose value is not zero (`native`, index 0; only
 //! top-level value: ether sent by a contract's internal call is not seen),
 //! and the `Transfer` logs of the configured token contracts to a deposit
-//! address (`token`, index = log index). Confirmations = head − height + 1.
+//! address (`token`, index = log index). Confirmations = head − height + 1,
+//! followed for the deposits of the last `max(2 × required, 64)` blocks.
 //!
 //! Reorganisations: the hash of every scanned block is kept
 //! ([`KEPT_BLOCK_HASHES`] below the cursor). Each pass first compares the
@@ -83,6 +84,8 @@ pub const EVM_BATCH_BLOCKS: u64 = 500;
 pub const INITIAL_LOOKBACK: u64 = 1000;
 /// Hashes of scanned EVM blocks kept below the cursor to find a fork.
 pub const KEPT_BLOCK_HASHES: u64 = 1024;
+/// How long `rescanblockchain` after an import may take.
+pub const RESCAN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1800);
 /// The label of imported deposit addresses in the node's wallet.
 pub const IMPORT_LABEL: &str = "hashgrid-deposit";
 
@@ -333,7 +336,13 @@ async fn scan_evm_locked(
     }
 
     // 4. Confirmations, then credits.
-    deposits::update_confirmations(conn, network, head).await?;
+    deposits::update_confirmations(
+        conn,
+        network,
+        head,
+        u64::from(required).saturating_mul(2).max(64),
+    )
+    .await?;
     report.credited = deposits::credit_ready(conn, network, required).await?.len();
     log_report(&report);
     Ok(report)
@@ -647,17 +656,25 @@ async fn scan_bitcoin_locked(
                 .import_address(address, IMPORT_LABEL, false)
                 .await
                 .with_context(|| format!("importaddress {address}"))?;
-            deposits::mark_imported(conn, network, std::slice::from_ref(address), &watcher).await?;
         }
-        report.imported = fresh.len();
+        // Payments mined between an address's creation and its import. The
+        // addresses count as imported only once this succeeded.
         let from = cursor
             .as_ref()
             .and_then(|c| c.height)
             .unwrap_or_else(|| report.head.saturating_sub(INITIAL_LOOKBACK));
-        client
-            .call("rescanblockchain", json!([from]))
-            .await
-            .context("rescanblockchain after importing addresses")?;
+        BitcoinClient::with_timeout(
+            &node.url,
+            &node.user,
+            &node.password,
+            node.wallet.as_deref(),
+            RESCAN_TIMEOUT,
+        )
+        .call("rescanblockchain", json!([from]))
+        .await
+        .context("rescanblockchain after importing addresses")?;
+        deposits::mark_imported(conn, network, &fresh, &watcher).await?;
+        report.imported = fresh.len();
         tracing::info!(%network, imported = fresh.len(), from, "deposit addresses imported watch-only");
     }
 
@@ -774,6 +791,7 @@ async fn observe_wallet_tx(
     t: &WalletTx,
     report: &mut ScanReport,
 ) -> anyhow::Result<()> {
+    let head = report.head;
     let Ok(units) = u128::try_from(t.amount_sats) else {
         return Ok(());
     };
@@ -784,9 +802,24 @@ async fn observe_wallet_tx(
         return Ok(());
     };
     let in_block = t.confirmations >= 1;
-    let block = match (in_block, t.blockheight, &t.blockhash) {
-        (true, Some(h), Some(hash)) => Some((h, hash.clone())),
-        _ => None,
+    let block = match (in_block, &t.blockhash) {
+        (false, _) => None,
+        (true, Some(hash)) => {
+            // Nodes before 0.20 do not say the height: the tip's less the depth.
+            let height = t.blockheight.or_else(|| {
+                u64::try_from(t.confirmations - 1)
+                    .ok()
+                    .and_then(|d| head.checked_sub(d))
+            });
+            match height {
+                Some(h) => Some((h, hash.clone())),
+                None => return Ok(()),
+            }
+        }
+        (true, None) => {
+            tracing::warn!(%network, txid = %t.txid, "a confirmed wallet entry without its block: skipped");
+            return Ok(());
+        }
     };
     let observed = Observed {
         network,
