@@ -469,6 +469,27 @@ async fn bitcoin_like_deposits_via_listsinceblock_with_reorganisations() {
     assert_eq!((r.imported, r.new), (1, 0), "{r:?}");
     assert_eq!(btc_pass(&pool, &node).await.imported, 0);
 
+    // An address made and paid (mined) between two passes: the pass imports
+    // it and rescans the blocks since the cursor, so the payment is found.
+    let bob = customer(&mut conn).await;
+    let bobs = deposit_address(
+        &mut conn,
+        &format!("bitcoin/bip44={BIP44_TPUB}"),
+        bob,
+        "bitcoin",
+    )
+    .await;
+    let early = ltc.pay(&bobs, "0.01").await.unwrap();
+    ltc.mine(1).await.unwrap();
+    let r = btc_pass(&pool, &node).await;
+    assert_eq!((r.imported, r.new), (1, 1), "{r:?}");
+    let d = one(&mut conn, Network::Bitcoin, &early).await;
+    assert_eq!((d.user_id, d.confirmations), (bob, 1));
+    ltc.mine(2).await.unwrap();
+    let r = btc_pass(&pool, &node).await;
+    assert_eq!(r.credited, 1, "{r:?}");
+    assert_eq!(balance(&mut conn, bob, Asset::BTC).await, dec!(0.01));
+
     // In the mempool, then 1, 2, 3 confirmations: credited at 3, exactly.
     let paid = ltc.pay(&to, "0.12345678").await.unwrap();
     let r = btc_pass(&pool, &node).await;
@@ -594,6 +615,7 @@ async fn bitcoin_like_deposits_via_listsinceblock_with_reorganisations() {
     );
     // credit, reversal, credit again
     assert_eq!(deposit_transfers(&mut conn, "bitcoin", &deep).await, 3);
+    assert_eq!(balance(&mut conn, bob, Asset::BTC).await, dec!(0.01));
 
     reconciles(&mut conn).await;
     eprintln!("bitcoin-like deposits: {:?}", started.elapsed());
