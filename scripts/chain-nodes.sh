@@ -24,7 +24,8 @@
 #
 # Environment: HASHGRID_NODES_CACHE (default ~/.cache/hashgrid-nodes),
 # ANVIL_VERSION (1.7.1), LTC_RPC_USER / LTC_RPC_PASSWORD (hashgrid/hashgrid),
-# LTC_WALLET (hashgrid), LTC_INITIAL_BLOCKS (101).
+# LTC_WALLET (hashgrid), LTC_INITIAL_BLOCKS (101), ANVIL_BLOCK_TIME (unset: a
+# block per transaction; N: also a block every N seconds).
 # See scripts/chain-nodes.md for versions, timings and quirks.
 set -euo pipefail
 
@@ -176,8 +177,10 @@ cmd_start_anvil() {
     fi
     anvil_ok || ensure_anvil
     mkdir -p "$RUN_DIR"
+    local extra=()
+    [ -n "${ANVIL_BLOCK_TIME:-}" ] && extra=(--block-time "$ANVIL_BLOCK_TIME")
     nohup setsid "$(anvil_native)" --host 127.0.0.1 --port "$port" --chain-id "$chain" \
-        --silent </dev/null >"$log" 2>&1 &
+        --silent "${extra[@]}" </dev/null >"$log" 2>&1 &
     pid=$!
     echo "$pid" >"$pidf"
     for _ in $(seq 1 200); do

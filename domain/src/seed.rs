@@ -93,6 +93,43 @@ pub async fn reference_data(conn: &mut AsyncPgConnection) -> Result<(), diesel::
     .await
 }
 
+/// An Ethereum address (anvil's dev account 9) on the demo customer's
+/// withdrawal allow-list, confirmed and past its cool-down, so a newcomer can
+/// withdraw at once against the local chain `scripts/start` runs.
+pub const DEMO_WITHDRAWAL_ADDRESS: &str = "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720";
+
+async fn demo_withdrawal_address(
+    conn: &mut AsyncPgConnection,
+    customer: uuid::Uuid,
+) -> Result<(), diesel::result::Error> {
+    use crate::schema::withdrawal_addresses as wa;
+    let exists: i64 = wa::table
+        .filter(wa::user_id.eq(customer))
+        .filter(wa::address.eq(DEMO_WITHDRAWAL_ADDRESS))
+        .filter(wa::state.ne("removed"))
+        .count()
+        .get_result(conn)
+        .await?;
+    if exists == 0 {
+        let now = chrono::Utc::now();
+        diesel::insert_into(wa::table)
+            .values((
+                wa::id.eq(uuid::Uuid::now_v7()),
+                wa::user_id.eq(customer),
+                wa::network.eq("ethereum"),
+                wa::address.eq(DEMO_WITHDRAWAL_ADDRESS),
+                wa::label.eq("demo (local chain)"),
+                wa::state.eq("confirmed"),
+                wa::confirm_expires_at.eq(now),
+                wa::confirmed_at.eq(Some(now - chrono::Duration::hours(25))),
+                wa::usable_from.eq(Some(now - chrono::Duration::hours(1))),
+            ))
+            .execute(conn)
+            .await?;
+    }
+    Ok(())
+}
+
 pub const DEMO_ADMIN_EMAIL: &str = "admin@hashgrid.local";
 pub const DEMO_CUSTOMER_EMAIL: &str = "demo@hashgrid.local";
 
@@ -167,6 +204,7 @@ pub async fn demo(conn: &mut AsyncPgConnection, password_hash: &str) -> Result<(
         );
         ledger::post_batch(conn, &[t.into()]).await?;
     }
+    demo_withdrawal_address(conn, customer).await?;
     demo_catalog(conn).await?;
     Ok(())
 }

@@ -65,6 +65,7 @@ fn diesel_type(udt: &str) -> String {
         "jsonb" => "Jsonb",
         "bytea" => "Bytea",
         "_text" => "Array<Text>",
+        "_uuid" => "Array<Uuid>",
         "date" => "Date",
         other => other,
     }

@@ -112,6 +112,10 @@ pub fn schedules() -> Vec<Schedule> {
             Every::Seconds(custody_tick()),
         ),
         Schedule::new(
+            crate::custody::deposits::SCAN_DEPOSITS_JOB,
+            Every::Seconds(custody_tick()),
+        ),
+        Schedule::new(
             crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
             Every::Seconds(60),
         ),
@@ -121,4 +125,23 @@ pub fn schedules() -> Vec<Schedule> {
             Every::DailyAt(NaiveTime::from_hms_opt(settle_hour(), 30, 0).unwrap_or(NaiveTime::MIN)),
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_custody_job_is_registered_and_scheduled() {
+        let kinds = registry().kinds();
+        let scheduled: Vec<String> = schedules().into_iter().map(|s| s.kind).collect();
+        for job in [
+            crate::custody::withdraw::SEND_WITHDRAWALS_JOB,
+            crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
+            crate::custody::deposits::SCAN_DEPOSITS_JOB,
+        ] {
+            assert!(kinds.contains(&job.to_owned()), "{job} registered");
+            assert!(scheduled.contains(&job.to_owned()), "{job} scheduled");
+        }
+    }
 }
