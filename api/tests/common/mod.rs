@@ -492,3 +492,26 @@ pub async fn send_signed(
         .await
         .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"))
 }
+
+/// The token in the link of the newest e-mail of `template` to `to`.
+#[allow(dead_code)]
+pub async fn mailed_token(app: &TestApp, to: &str, template: &str) -> String {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    use domain::schema::emails;
+    let mut conn = app.db.conn().await.expect("a database connection");
+    let bodies: Vec<String> = emails::table
+        .filter(emails::to_address.eq(to))
+        .filter(emails::template.eq(template))
+        .order(emails::created_at.desc())
+        .select(emails::text_body)
+        .load(&mut conn)
+        .await
+        .expect("reading the e-mails");
+    let body = bodies.as_slice().first().expect("an e-mail");
+    let at = body.find("token=").expect("a link with a token") + "token=".len();
+    body[at..]
+        .chars()
+        .take_while(|c| !c.is_whitespace())
+        .collect()
+}

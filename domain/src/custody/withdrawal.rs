@@ -162,7 +162,8 @@ impl TransitionError {
     }
 }
 
-fn event_name(e: &Event) -> &'static str {
+/// The event's name in errors (and, but for `confirmed`, in the timeline).
+pub fn event_name(e: &Event) -> &'static str {
     match e {
         Event::ConfirmByEmail => "confirm",
         Event::Approve { .. } => "approve",

@@ -518,16 +518,12 @@ async fn record(
     Ok(())
 }
 
+/// The timeline's name of an event: the machine's, but "complete" for the
+/// confirmations that complete it.
 fn event_name(e: &Event) -> &'static str {
     match e {
-        Event::ConfirmByEmail => "confirm",
-        Event::Approve { .. } => "approve",
-        Event::Reject { .. } => "reject",
-        Event::Cancel => "cancel",
-        Event::Sign { .. } => "sign",
-        Event::Broadcast => "broadcast",
         Event::Confirmed { .. } => "complete",
-        Event::Fail { .. } => "fail",
+        other => machine::event_name(other),
     }
 }
 
