@@ -61,7 +61,11 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
     ),
     ("GET", "/admin/v1/settlements", Permission::ReportsRead),
     ("GET", "/admin/v1/withdrawals", Permission::ReportsRead),
-    ("GET", "/admin/v1/withdrawals/waiting", Permission::ReportsRead),
+    (
+        "GET",
+        "/admin/v1/withdrawals/waiting",
+        Permission::ReportsRead,
+    ),
     ("GET", "/admin/v1/withdrawals/{id}", Permission::ReportsRead),
     (
         "POST",
