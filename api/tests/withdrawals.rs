@@ -200,6 +200,15 @@ async fn a_withdrawal_is_checked_held_confirmed_approved_or_released() {
         &client,
         &token,
         Some(&key()),
+        &json!({"asset": "USDT", "network": "tron", "address": "TLa2f6VPqDgRE67v1736s7bJ8Ray5wYjU7", "amount": "50"}),
+    )
+    .await;
+    problem(res, 409, "withdrawals_paused").await;
+    let res = withdraw(
+        &app,
+        &client,
+        &token,
+        Some(&key()),
         &btc(BTC_ADDR, "0.9999"),
     )
     .await;

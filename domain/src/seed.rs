@@ -82,6 +82,8 @@ pub async fn reference_data(conn: &mut AsyncPgConnection) -> Result<(), diesel::
                         asset_networks::withdrawal_min.eq(dec(min)),
                         asset_networks::auto_approve_max.eq(dec(auto)),
                         asset_networks::daily_limit.eq(dec(daily)),
+                        // No Tron node adapter yet: its withdrawals would only wait.
+                        asset_networks::withdrawals_enabled.eq(network != Network::Tron),
                     ))
                     .execute(conn)
                     .await?;

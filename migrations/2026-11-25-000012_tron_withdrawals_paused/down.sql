@@ -1,0 +1,1 @@
+UPDATE asset_networks SET withdrawals_enabled = TRUE WHERE network = 'tron';
