@@ -27,7 +27,10 @@ async fn an_address_is_validated_confirmed_by_mail_and_usable_a_day_later() {
     let client = client_from(&random_ip());
     let (user, email, token) = customer(&app, &client).await;
     let (_, _, other) = customer(&app, &client).await;
-    let add = |network: &str, address: &str| json!({"network": network, "address": address, "label": "cold"});
+    let add = |network: &str, address: &str| {
+        let asset = if network == "bitcoin" { "BTC" } else { "ETH" };
+        json!({"asset": asset, "network": network, "address": address, "label": "cold"})
+    };
 
     // A typo is a 422 that names the field and the reason.
     let typo = BTC.replace("306fyu", "306fyv");
@@ -59,6 +62,23 @@ async fn an_address_is_validated_confirmed_by_mail_and_usable_a_day_later() {
         .await
         .unwrap();
     validation(res, "network", Some("unknown_network")).await;
+    // The asset may be named (the documented request shape); it must fit the network.
+    let res = client
+        .post(app.url("/v1/withdrawal-addresses"))
+        .bearer_auth(&token)
+        .json(&json!({"asset": "DOGE", "network": "bitcoin", "address": BTC}))
+        .send()
+        .await
+        .unwrap();
+    validation(res, "asset", Some("unsupported_network")).await;
+    let res = client
+        .post(app.url("/v1/withdrawal-addresses"))
+        .bearer_auth(&token)
+        .json(&json!({"asset": "XRP", "network": "bitcoin", "address": BTC}))
+        .send()
+        .await
+        .unwrap();
+    validation(res, "asset", Some("unknown_asset")).await;
     let res = client
         .post(app.url("/v1/withdrawal-addresses"))
         .bearer_auth(&token)

@@ -41,6 +41,10 @@ pub struct AddAddress {
     pub address: String,
     #[serde(default)]
     pub label: String,
+    /// Optional: the asset you mean to withdraw there; checked to be
+    /// withdrawable on `network` (an address serves every asset of its network).
+    #[serde(default)]
+    pub asset: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -76,6 +80,22 @@ pub async fn list(state: web::Data<AppState>, who: Customer) -> Reply {
 ))]
 #[post("/v1/withdrawal-addresses")]
 pub async fn add(state: web::Data<AppState>, who: Customer, body: Json<AddAddress>) -> Reply {
+    if let Some(asset) = &body.asset {
+        let asset: domain::money::Asset =
+            asset.parse().map_err(|e: domain::money::UnknownAsset| {
+                ApiError::field("asset", "unknown_asset", e.to_string())
+            })?;
+        if let Ok(network) = body.network.parse::<domain::money::Network>()
+            && domain::money::decimals_on(asset, network).is_none()
+        {
+            return Err(ApiError::field(
+                "asset",
+                "unsupported_network",
+                format!("{asset} is not withdrawable on {network}"),
+            )
+            .into());
+        }
+    }
     let mut conn = state.conn().await?;
     let row = allowlist::add(
         &mut conn,
