@@ -1,5 +1,6 @@
 //! Hashgrid's business rules and their storage. No HTTP, no chain I/O.
 
+pub mod carbon;
 pub mod catalog;
 pub mod contracts;
 pub mod custody;

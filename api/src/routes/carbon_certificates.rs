@@ -1,0 +1,1 @@
+//! Energy attribute certificates in the back office (being written).

@@ -1,0 +1,1 @@
+//! Carbon credits in the back office (being written).

@@ -1,0 +1,1 @@
+//! Energy attribute certificates (being written).

@@ -1,0 +1,1 @@
+//! Carbon credits (being written).
