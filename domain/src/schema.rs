@@ -583,6 +583,78 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    emission_factors (id) {
+        id -> Uuid,
+        region -> Text,
+        basis -> Text,
+        gco2e_per_kwh -> Numeric,
+        source -> Text,
+        year -> Int4,
+        valid_from -> Date,
+        note -> Text,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    facility_energy (facility_id) {
+        facility_id -> Uuid,
+        grid_region -> Text,
+        renewable_share_pct -> Numeric,
+        updated_by -> Text,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    meter_readings (facility_id, day) {
+        facility_id -> Uuid,
+        day -> Date,
+        hour -> Nullable<Int2>,
+        kwh -> Numeric,
+        source -> Text,
+        imported_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    carbon_facility_days (facility_id, day) {
+        facility_id -> Uuid,
+        day -> Date,
+        metered -> Bool,
+        meter_kwh -> Nullable<Numeric>,
+        contracts_kwh -> Numeric,
+        unsold_kwh -> Numeric,
+        covered_kwh -> Numeric,
+        location_factor_id -> Nullable<Uuid>,
+        market_factor_id -> Nullable<Uuid>,
+        contracts -> Int4,
+        computed_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    carbon_days (contract_id, day) {
+        contract_id -> Uuid,
+        day -> Date,
+        user_id -> Uuid,
+        facility_id -> Uuid,
+        hashrate -> Numeric,
+        active_seconds -> Int4,
+        energy_kwh -> Numeric,
+        metered -> Bool,
+        covered_kwh -> Numeric,
+        location_kgco2e -> Numeric,
+        market_kgco2e -> Numeric,
+        location_factor_id -> Nullable<Uuid>,
+        market_factor_id -> Nullable<Uuid>,
+        computed_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
@@ -614,6 +686,11 @@ diesel::joinable!(users -> partners (partner_id));
 diesel::joinable!(accounts -> assets (asset));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    carbon_days,
+    carbon_facility_days,
+    emission_factors,
+    facility_energy,
+    meter_readings,
     accounts,
     algorithms,
     asset_networks,

@@ -57,6 +57,7 @@ fn diesel_type(udt: &str) -> String {
     match udt {
         "int8" => "Int8",
         "int4" => "Int4",
+        "int2" => "Int2",
         "text" => "Text",
         "numeric" => "Numeric",
         "bool" => "Bool",
