@@ -5,3 +5,4 @@
 
 pub mod certificates;
 pub mod credits;
+pub mod energy;
