@@ -90,6 +90,12 @@ pub async fn reference_data(conn: &mut AsyncPgConnection) -> Result<(), diesel::
                 }
             }
         }
+        crate::carbon::factors::seed_reference(conn)
+            .await
+            .map_err(|e| match e {
+                crate::carbon::factors::FactorError::Database(d) => d,
+                other => diesel::result::Error::QueryBuilderError(other.to_string().into()),
+            })?;
         Ok(())
     })
     .await

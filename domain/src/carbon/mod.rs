@@ -6,3 +6,5 @@
 pub mod certificates;
 pub mod credits;
 pub mod energy;
+pub mod factors;
+pub mod meter;
