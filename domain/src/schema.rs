@@ -655,7 +655,65 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    carbon_credits (id) {
+        id -> Uuid,
+        registry -> Text,
+        serial -> Text,
+        number_space -> Text,
+        block_start -> Int8,
+        block_end -> Int8,
+        units -> Int8,
+        project -> Text,
+        country -> Text,
+        vintage_start -> Date,
+        vintage_end -> Date,
+        program -> Text,
+        unit_type -> Text,
+        batch -> Text,
+        sectoral_scope -> Int4,
+        methodology_ref -> Nullable<Text>,
+        kind -> Text,
+        project_name -> Nullable<Text>,
+        description -> Nullable<Text>,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_demands (id) {
+        id -> Uuid,
+        beneficiary_user_id -> Nullable<Uuid>,
+        beneficiary_name -> Text,
+        period_from -> Date,
+        period_to -> Date,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    credit_retirements (id) {
+        id -> Uuid,
+        credit_id -> Uuid,
+        demand_id -> Uuid,
+        unit_start -> Int8,
+        unit_end -> Int8,
+        units -> Int8,
+        beneficiary_user_id -> Nullable<Uuid>,
+        beneficiary_name -> Text,
+        reason -> Text,
+        period_from -> Date,
+        period_to -> Date,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(asset_networks -> assets (asset));
+diesel::joinable!(credit_retirements -> carbon_credits (credit_id));
+diesel::joinable!(credit_retirements -> credit_demands (demand_id));
 diesel::joinable!(asset_networks -> networks (network));
 diesel::joinable!(contract_events -> contracts (contract_id));
 diesel::joinable!(contracts -> products (product_id));
@@ -686,6 +744,9 @@ diesel::joinable!(users -> partners (partner_id));
 diesel::joinable!(accounts -> assets (asset));
 
 diesel::allow_tables_to_appear_in_same_query!(
+    carbon_credits,
+    credit_demands,
+    credit_retirements,
     carbon_days,
     carbon_facility_days,
     emission_factors,
