@@ -3,6 +3,7 @@
 //! parallel without seeing each other; and a real SMTP server ([`smtp`]).
 
 pub mod anvil;
+pub mod catalog;
 pub mod custody;
 pub mod litecoind;
 pub mod smtp;
