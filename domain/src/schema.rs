@@ -281,6 +281,51 @@ diesel::table! {
 }
 
 diesel::table! {
+    energy_certificates (id) {
+        id -> Uuid,
+        scheme -> Text,
+        registry -> Text,
+        serial_start -> Text,
+        serial_end -> Text,
+        serial_prefix -> Text,
+        range_first -> Int8,
+        range_last -> Int8,
+        mwh -> Int8,
+        generator -> Text,
+        technology -> Text,
+        renewable -> Bool,
+        country -> Text,
+        production_start -> Date,
+        production_end -> Date,
+        emission_factor_gco2e_per_kwh -> Numeric,
+        created_by -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    certificate_coverage_days (facility_id, day) {
+        facility_id -> Uuid,
+        day -> Date,
+        country -> Text,
+        kwh_needed -> Numeric,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    certificate_allocations (id) {
+        id -> Int8,
+        certificate_id -> Uuid,
+        facility_id -> Uuid,
+        day -> Date,
+        hour -> Nullable<Int4>,
+        kwh -> Numeric,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     idempotency_keys (owner, key) {
         owner -> Text,
         key -> Text,
@@ -742,6 +787,9 @@ diesel::joinable!(security_events -> users (user_id));
 diesel::joinable!(sessions -> users (user_id));
 diesel::joinable!(users -> partners (partner_id));
 diesel::joinable!(accounts -> assets (asset));
+diesel::joinable!(certificate_allocations -> energy_certificates (certificate_id));
+diesel::joinable!(certificate_allocations -> facilities (facility_id));
+diesel::joinable!(certificate_coverage_days -> facilities (facility_id));
 
 diesel::allow_tables_to_appear_in_same_query!(
     carbon_credits,
@@ -766,6 +814,9 @@ diesel::allow_tables_to_appear_in_same_query!(
     deposits,
     email_tokens,
     emails,
+    energy_certificates,
+    certificate_allocations,
+    certificate_coverage_days,
     facilities,
     facility_outages,
     idempotency_keys,
