@@ -5,6 +5,9 @@
 
 pub mod certificates;
 pub mod credits;
+pub mod daily;
 pub mod energy;
 pub mod factors;
 pub mod meter;
+pub mod report;
+pub mod statement;
