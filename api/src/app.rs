@@ -123,6 +123,10 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(crate::routes::withdrawals::admin_get)
         .service(crate::routes::withdrawals::admin_approve)
         .service(crate::routes::withdrawals::admin_reject)
+        .service(crate::routes::carbon_credits::create)
+        .service(crate::routes::carbon_credits::list)
+        .service(crate::routes::carbon_credits::retire)
+        .service(crate::routes::carbon_credits::list_retirements)
         // partners
         .service(partner::list_customers)
         .service(partner::create_customer)

@@ -123,6 +123,18 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         Permission::SettlementsRun,
     ),
     ("GET", "/admin/v1/pool-earnings", Permission::ReportsRead),
+    ("POST", "/admin/v1/carbon/credits", Permission::CarbonWrite),
+    ("GET", "/admin/v1/carbon/credits", Permission::ReportsRead),
+    (
+        "POST",
+        "/admin/v1/carbon/retirements",
+        Permission::CarbonWrite,
+    ),
+    (
+        "GET",
+        "/admin/v1/carbon/retirements",
+        Permission::ReportsRead,
+    ),
 ];
 
 pub fn admin_permission(method: &Method, pattern: &str) -> Option<Permission> {
