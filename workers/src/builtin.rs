@@ -61,6 +61,7 @@ pub fn registry() -> Registry {
             crate::pooladapter::import_pool_earnings_job,
         )
         .register(crate::settle::SETTLE_JOB, crate::settle::settle_job)
+        .register(crate::carbon::CARBON_DAY_JOB, crate::carbon::carbon_day_job)
         .register(
             crate::custody::withdraw::SEND_WITHDRAWALS_JOB,
             crate::custody::withdraw::send_withdrawals_job,
@@ -119,6 +120,13 @@ pub fn schedules() -> Vec<Schedule> {
             crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
             Every::Seconds(60),
         ),
+        // Yesterday's energy and emissions, an hour after settlement.
+        Schedule::new(
+            crate::carbon::CARBON_DAY_JOB,
+            Every::DailyAt(
+                NaiveTime::from_hms_opt((settle_hour() + 1) % 24, 30, 0).unwrap_or(NaiveTime::MIN),
+            ),
+        ),
         // Yesterday's imports that nothing settled yet (normally each import enqueues its own).
         Schedule::new(
             crate::settle::SETTLE_JOB,
@@ -132,13 +140,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_custody_job_is_registered_and_scheduled() {
+    fn every_custody_and_carbon_job_is_registered_and_scheduled() {
         let kinds = registry().kinds();
         let scheduled: Vec<String> = schedules().into_iter().map(|s| s.kind).collect();
         for job in [
             crate::custody::withdraw::SEND_WITHDRAWALS_JOB,
             crate::custody::withdraw::EXPIRE_WITHDRAWALS_JOB,
             crate::custody::deposits::SCAN_DEPOSITS_JOB,
+            crate::carbon::CARBON_DAY_JOB,
         ] {
             assert!(kinds.contains(&job.to_owned()), "{job} registered");
             assert!(scheduled.contains(&job.to_owned()), "{job} scheduled");

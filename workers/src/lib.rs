@@ -1,6 +1,7 @@
 //! Hashgrid's background workers: the job runner and the jobs it runs.
 
 pub mod builtin;
+pub mod carbon;
 pub mod chain;
 pub mod custody;
 pub mod lifecycle;

@@ -11,7 +11,7 @@ use crate::runner::JobContext;
 
 pub const SETTLE_JOB: &str = "settle";
 
-fn day_of(payload: &serde_json::Value) -> anyhow::Result<NaiveDate> {
+pub fn day_of(payload: &serde_json::Value) -> anyhow::Result<NaiveDate> {
     if let Some(d) = payload.get("date").and_then(|v| v.as_str()) {
         return Ok(d.parse()?);
     }
