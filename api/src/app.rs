@@ -123,6 +123,8 @@ pub fn routes(cfg: &mut ServiceConfig) {
         .service(crate::routes::withdrawals::admin_get)
         .service(crate::routes::withdrawals::admin_approve)
         .service(crate::routes::withdrawals::admin_reject)
+        .service(crate::routes::carbon_certificates::create)
+        .service(crate::routes::carbon_certificates::list)
         .service(crate::routes::carbon_credits::create)
         .service(crate::routes::carbon_credits::list)
         .service(crate::routes::carbon_credits::retire)

@@ -123,6 +123,16 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         Permission::SettlementsRun,
     ),
     ("GET", "/admin/v1/pool-earnings", Permission::ReportsRead),
+    (
+        "POST",
+        "/admin/v1/carbon/certificates",
+        Permission::CarbonWrite,
+    ),
+    (
+        "GET",
+        "/admin/v1/carbon/certificates",
+        Permission::ReportsRead,
+    ),
     ("POST", "/admin/v1/carbon/credits", Permission::CarbonWrite),
     ("GET", "/admin/v1/carbon/credits", Permission::ReportsRead),
     (

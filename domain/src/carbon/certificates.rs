@@ -553,8 +553,15 @@ pub struct Certificate {
     pub serial_end: String,
     #[serde(skip)]
     pub serial_prefix: String,
-    /// The certificate numbers of the block, first and last.
+    /// The number of the first certificate of the block (the serial's last
+    /// up to 18 digits), as a string: it may exceed what a JSON number
+    /// holds exactly in JavaScript.
+    #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String, example = "406000000000000001")]
     pub range_first: i64,
+    /// The number of the last certificate, as a string.
+    #[serde(serialize_with = "as_string")]
+    #[schema(value_type = String, example = "406000000000001000")]
     pub range_last: i64,
     pub mwh: i64,
     pub generator: String,
@@ -570,6 +577,10 @@ pub struct Certificate {
     pub emission_factor_gco2e_per_kwh: Decimal,
     pub created_by: String,
     pub created_at: chrono::DateTime<Utc>,
+}
+
+fn as_string<S: serde::Serializer>(n: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 fn tidy(c: Certificate) -> Certificate {
