@@ -123,16 +123,29 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         Permission::SettlementsRun,
     ),
     ("GET", "/admin/v1/pool-earnings", Permission::ReportsRead),
+    ("GET", "/admin/v1/carbon/factors", Permission::ReportsRead),
+    ("POST", "/admin/v1/carbon/factors", Permission::CarbonWrite),
     (
-        "POST",
-        "/admin/v1/carbon/certificates",
+        "PUT",
+        "/admin/v1/carbon/facilities/{id}",
         Permission::CarbonWrite,
     ),
     (
-        "GET",
-        "/admin/v1/carbon/certificates",
-        Permission::ReportsRead,
+        "POST",
+        "/admin/v1/carbon/facilities/{id}/meter-readings",
+        Permission::CarbonWrite,
     ),
+    (
+        "POST",
+        "/admin/v1/carbon/days/{day}/run",
+        Permission::CarbonWrite,
+    ),
+    (
+        "POST",
+        "/admin/v1/carbon/months/{day}/retire",
+        Permission::CarbonWrite,
+    ),
+    ("GET", "/admin/v1/carbon/report", Permission::ReportsRead),
     ("POST", "/admin/v1/carbon/credits", Permission::CarbonWrite),
     ("GET", "/admin/v1/carbon/credits", Permission::ReportsRead),
     (
@@ -143,6 +156,16 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
     (
         "GET",
         "/admin/v1/carbon/retirements",
+        Permission::ReportsRead,
+    ),
+    (
+        "POST",
+        "/admin/v1/carbon/certificates",
+        Permission::CarbonWrite,
+    ),
+    (
+        "GET",
+        "/admin/v1/carbon/certificates",
         Permission::ReportsRead,
     ),
 ];

@@ -26,6 +26,7 @@ Errors are RFC 9457 problem+json documents with a stable `code`; amounts are dec
         (name = "buying", description = "Quotes and orders"),
         (name = "contracts", description = "The customer's contracts"),
         (name = "money", description = "Balances, ledger and statements"),
+        (name = "carbon", description = "Energy, emissions, certificates and credits of the customer's contracts"),
         (name = "admin", description = "The back office; each route needs a role permission"),
         (name = "partner", description = "The signed partner API"),
     )

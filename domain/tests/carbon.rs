@@ -131,7 +131,7 @@ async fn the_worked_example_in_texas_and_bhutan() {
         "{csv}"
     );
     assert!(
-        csv.contains("USA-Texas-ERCOT 383.5500 g/kWh (location, 2024)"),
+        csv.contains("USA-Texas-ERCOT 383.55 g/kWh (location, 2024)"),
         "{csv}"
     );
 }
@@ -241,4 +241,100 @@ async fn metered_shares_add_up_to_the_meter_and_factor_versions_apply_by_day() {
     )
     .await;
     assert_eq!(late.unwrap_err().code(), "day_already_computed");
+}
+
+#[tokio::test]
+async fn certificates_cover_the_renewable_share_and_retired_credits_support_a_neutrality_claim() {
+    use domain::carbon::certificates::{self, NewCertificate};
+    use domain::carbon::credits::{self, Actor, NewCredit};
+    use domain::carbon::report;
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.conn().await.unwrap();
+    let d = day("2026-11-20");
+    let (user, _) = customer(&mut conn).await.unwrap();
+    let site = catalog::facility(&mut conn, &s21xp("Texas", "US"))
+        .await
+        .unwrap();
+    let product = catalog::product(&mut conn, site).await.unwrap();
+    let contract = running(&mut conn, user, product, dec!(1000), d).await;
+    // ERCOT grid, half the supply contracted renewable (RECs).
+    meter::set_profile(
+        &mut conn,
+        site,
+        "test",
+        &meter::SetProfile {
+            grid_region: "USA-Texas-ERCOT".into(),
+            renewable_share_pct: "50".into(),
+        },
+    )
+    .await
+    .unwrap();
+    certificates::create(
+        &mut conn,
+        "test",
+        "127.0.0.1",
+        &NewCertificate {
+            scheme: "REC".into(),
+            registry: "M-RETS".into(),
+            serial_start: "MRETS-2026-WIND-1".into(),
+            serial_end: "MRETS-2026-WIND-10".into(),
+            mwh: 10,
+            generator: "Panhandle Wind 3".into(),
+            technology: "wind".into(),
+            country: "US".into(),
+            production_start: day("2026-01-01"),
+            production_end: day("2026-06-30"),
+            emission_factor_gco2e_per_kwh: None,
+        },
+    )
+    .await
+    .unwrap();
+    // 1000 TH/s × 13.5 × 1.05 × 24 h = 340.2 kWh; 170.1 kWh covered.
+    let r = daily::compute_day(&mut conn, d).await.unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    let (kwh, loc, market, _) = row(&mut conn, contract, d).await;
+    assert_eq!(kwh, dec!(340.2));
+    assert_eq!(loc, dec!(130.48371));
+    // Uncovered 170.1 kWh at the grid factor (no residual mix for ERCOT), covered at 0.
+    assert_eq!(market, dec!(65.241855));
+
+    // A Verra block; the month's market-based emissions (0.065 t) round up to 1 t.
+    credits::create(
+        &mut conn,
+        &Actor::new("test", "127.0.0.1"),
+        &NewCredit {
+            registry: "verra",
+            serial: "19381-941412555-941441125-VCS-VCU-1310-VER-CN-13-3005-01012022-31102022-0",
+            kind: "avoidance",
+            ..NewCredit::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report::retire_month(&mut conn, d).await.unwrap(), (1, 0));
+    assert_eq!(
+        report::retire_month(&mut conn, d).await.unwrap(),
+        (0, 0),
+        "never twice"
+    );
+
+    let s = statement::customer_statement(&mut conn, user, day("2026-11-01"), day("2026-11-30"))
+        .await
+        .unwrap();
+    assert_eq!(s.certificates_kwh, dec!(170.1));
+    assert_eq!(s.certificates.len(), 1);
+    assert_eq!(
+        (s.certificates[0].scheme.as_str(), s.certificates[0].kwh),
+        ("REC", dec!(170.1))
+    );
+    assert_eq!(s.credits_retired_tonnes, 1);
+    assert_eq!(
+        (s.credits[0].unit_start, s.credits[0].unit_end),
+        (941_412_555, 941_412_555)
+    );
+    assert_eq!(s.claim.claim, "carbon_neutral");
+    let rep = report::report(&mut conn, 2026).await.unwrap();
+    assert_eq!(rep.conservation, Vec::<String>::new());
+    assert_eq!(rep.renewable_share_pct, dec!(50));
+    assert_eq!(rep.credits_retired_tonnes, 1);
 }

@@ -5,6 +5,8 @@ pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod buying;
+pub mod carbon;
+pub mod carbon_admin;
 pub mod carbon_certificates;
 pub mod carbon_credits;
 pub mod catalog_admin;

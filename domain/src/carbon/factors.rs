@@ -160,6 +160,7 @@ pub async fn add(
         .returning(Factor::as_returning())
         .get_result(conn)
         .await
+        .map(normalized)
         .map_err(|e| match e {
             diesel::result::Error::DatabaseError(
                 diesel::result::DatabaseErrorKind::UniqueViolation,
@@ -188,7 +189,8 @@ pub async fn factor_for(
         .select(Factor::as_select())
         .first(conn)
         .await
-        .optional()?)
+        .optional()?
+        .map(normalized))
 }
 
 /// Every version, by region, basis and validity.
@@ -203,9 +205,17 @@ pub async fn list(
     Ok(
         q.order((ef::region.asc(), ef::basis.asc(), ef::valid_from.asc()))
             .select(Factor::as_select())
-            .load(conn)
-            .await?,
+            .load::<Factor>(conn)
+            .await?
+            .into_iter()
+            .map(normalized)
+            .collect(),
     )
+}
+
+fn normalized(mut f: Factor) -> Factor {
+    f.gco2e_per_kwh = f.gco2e_per_kwh.normalize();
+    f
 }
 
 /// The rows of the reference table as factor versions: each region's

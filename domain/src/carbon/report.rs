@@ -125,7 +125,7 @@ fn pct(part: Decimal, whole: Decimal) -> Decimal {
 pub async fn report(conn: &mut AsyncPgConnection, year: i32) -> Result<Report, CreditError> {
     let from = NaiveDate::from_ymd_opt(year, 1, 1).unwrap_or_default();
     let to = NaiveDate::from_ymd_opt(year, 12, 31).unwrap_or_default();
-    let facilities: Vec<FacilityMonth> = diesel::sql_query(
+    let mut facilities: Vec<FacilityMonth> = diesel::sql_query(
         "SELECT d.facility_id, f.name AS facility, to_char(d.day, 'YYYY-MM') AS month, \
                 sum(d.energy_kwh) AS energy_kwh, \
                 coalesce(sum(d.energy_kwh) FILTER (WHERE d.metered), 0) AS metered_kwh, \
@@ -141,6 +141,18 @@ pub async fn report(conn: &mut AsyncPgConnection, year: i32) -> Result<Report, C
     .bind::<Date, _>(to)
     .load(conn)
     .await?;
+    for f in &mut facilities {
+        for d in [
+            &mut f.energy_kwh,
+            &mut f.metered_kwh,
+            &mut f.certificates_kwh,
+            &mut f.location_based_kgco2e,
+            &mut f.market_based_kgco2e,
+            &mut f.renewable_share_pct,
+        ] {
+            *d = d.normalize();
+        }
+    }
     let energy: Decimal = facilities.iter().map(|f| f.energy_kwh).sum();
     let location: Decimal = facilities.iter().map(|f| f.location_based_kgco2e).sum();
     let market: Decimal = facilities.iter().map(|f| f.market_based_kgco2e).sum();
@@ -245,8 +257,6 @@ pub async fn energy_conservation(
 struct Owed {
     #[diesel(sql_type = SqlUuid)]
     user_id: Uuid,
-    #[diesel(sql_type = Text)]
-    email: String,
     #[diesel(sql_type = Numeric)]
     market: Decimal,
 }
@@ -265,9 +275,8 @@ pub async fn retire_month(
         .and_then(|d| d.pred_opt())
         .unwrap_or(from);
     let owed: Vec<Owed> = diesel::sql_query(
-        "SELECT d.user_id, u.email, sum(d.market_kgco2e) AS market \
-         FROM carbon_days d JOIN users u ON u.id = d.user_id \
-         WHERE d.day BETWEEN $1 AND $2 GROUP BY d.user_id, u.email ORDER BY d.user_id",
+        "SELECT d.user_id, sum(d.market_kgco2e) AS market FROM carbon_days d \
+         WHERE d.day BETWEEN $1 AND $2 GROUP BY d.user_id ORDER BY d.user_id",
     )
     .bind::<Date, _>(from)
     .bind::<Date, _>(to)
@@ -277,9 +286,10 @@ pub async fn retire_month(
         .into_iter()
         .filter_map(|o| {
             let tonnes = (o.market / Decimal::from(1000)).ceil().to_i64()?;
-            (tonnes > 0).then(|| Demand {
+            (tonnes > 0).then_some(Demand {
                 beneficiary_user_id: o.user_id,
-                beneficiary_name: o.email,
+                // Pseudonymous: retirements are immutable, so no personal data.
+                beneficiary_name: format!("Hashgrid customer {}", o.user_id),
                 period_from: from,
                 period_to: to,
                 tonnes,

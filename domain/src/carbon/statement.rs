@@ -289,8 +289,8 @@ pub async fn days(
         "SELECT d.day, d.contract_id, f.name AS facility, d.hashrate, d.active_seconds, d.energy_kwh, \
                 d.metered, d.covered_kwh, d.location_kgco2e AS location_based_kgco2e, \
                 d.market_kgco2e AS market_based_kgco2e, \
-                lf.region || ' ' || lf.gco2e_per_kwh::text || ' g/kWh (' || lf.basis || ', ' || lf.year || ')' AS location_factor, \
-                mf.region || ' ' || mf.gco2e_per_kwh::text || ' g/kWh (' || mf.basis || ', ' || mf.year || ')' AS market_factor \
+                lf.region || ' ' || trim_scale(lf.gco2e_per_kwh)::text || ' g/kWh (' || lf.basis || ', ' || lf.year || ')' AS location_factor, \
+                mf.region || ' ' || trim_scale(mf.gco2e_per_kwh)::text || ' g/kWh (' || mf.basis || ', ' || mf.year || ')' AS market_factor \
          FROM carbon_days d JOIN facilities f ON f.id = d.facility_id \
          LEFT JOIN emission_factors lf ON lf.id = d.location_factor_id \
          LEFT JOIN emission_factors mf ON mf.id = d.market_factor_id \
