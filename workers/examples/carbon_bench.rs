@@ -5,6 +5,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
@@ -13,35 +16,10 @@ use domain::carbon::{daily, meter, report};
 use rust_decimal_macros::dec;
 use testkit::catalog::{self, FacilitySpec};
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n = arg("--contracts", 100_000);
-    let f = arg("--facilities", 10).max(1);
+    let n = shared::arg("--contracts", 100_000);
+    let f = shared::arg("--facilities", 10).max(1);
     let db = testkit::TestDb::with_pool_size(2).await?;
     let mut conn = db.conn().await?;
     let day = (Utc::now() - TimeDelta::days(1)).date_naive();
@@ -116,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         done.contract_days,
         done.contract_days as f64 / secs,
         if conserved { "yes" } else { "no" },
-        peak_rss_mib()
+        shared::peak_rss_mib()
     );
     Ok(())
 }

@@ -7,6 +7,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "shared/mod.rs"]
+mod shared;
+
 use std::time::Instant;
 
 use chrono::Utc;
@@ -17,36 +20,11 @@ use futures::SinkExt;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 
-fn arg(name: &str, default: u64) -> u64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_owned)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .map_or(0, |kib| kib / 1024)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n = arg("--contracts", 100_000);
+    let n = shared::arg("--contracts", 100_000);
     // Contracts per customer (each customer account gets one payout transfer).
-    let per_customer = arg("--per-customer", 10).max(1);
+    let per_customer = shared::arg("--per-customer", 10).max(1);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("domain=info"))
         .with_writer(std::io::stderr)
@@ -195,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
         n as f64 / settle_secs,
         settle_secs / copy_secs,
         if conserved { "yes" } else { "no" },
-        peak_rss_mib()
+        shared::peak_rss_mib()
     );
     Ok(())
 }
