@@ -84,6 +84,9 @@ async fn an_eth_withdrawal_is_broadcast_then_completed_after_confirmations() {
     // One pass signs, stores, sends and marks; anvil mines it at once.
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(steps, vec![(id, Step::Moved(State::Broadcast))]);
+    // anvil mines at once, but indexes the receipt a moment later.
+    let txid = withdrawals::get(&mut conn, id).await.unwrap().txid.unwrap();
+    anvil.wait_receipt(&txid).await.unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(steps, vec![(id, Step::Confirming(1))]);
     anvil.mine(2).await.unwrap();

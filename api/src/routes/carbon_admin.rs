@@ -143,6 +143,12 @@ pub async fn import_readings(
     Ok(HttpResponse::Created().json(Imported { imported: n }))
 }
 
+/// The path's day, parsed after authorisation (a bad one is a 422 naming `day`).
+fn parse_day(s: &str) -> Result<NaiveDate, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::field("day", "invalid", "a date YYYY-MM-DD"))
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DayRun {
     pub day: NaiveDate,
@@ -155,22 +161,23 @@ pub struct DayRun {
 
 /// Compute a day now (what the daily job does); facilities computed already
 /// are left as they are.
-#[utoipa::path(tag = "admin", security(("admin" = [])), params(("day" = NaiveDate, Path, description = "YYYY-MM-DD")), responses(
+#[utoipa::path(tag = "admin", security(("admin" = [])), params(("day" = String, Path, description = "YYYY-MM-DD")), responses(
     (status = 200, description = "What was computed", body = DayRun),
-    (status = 422, description = "A day in the future", body = crate::error::Problem),
+    (status = 422, description = "Not a date, or a day not over yet", body = crate::error::Problem),
 ))]
 #[post("/admin/v1/carbon/days/{day}/run")]
-pub async fn run_day(staff: Staff, state: web::Data<AppState>, day: web::Path<NaiveDate>) -> Reply {
+pub async fn run_day(staff: Staff, state: web::Data<AppState>, day: web::Path<String>) -> Reply {
     let _ = staff;
-    if *day >= chrono::Utc::now().date_naive() {
+    let day = parse_day(&day)?;
+    if day >= chrono::Utc::now().date_naive() {
         return Err(ApiError::field("day", "not_over", "only days that are over").into());
     }
     let mut conn = state.conn().await?;
-    let r = daily::compute_day(&mut conn, *day)
+    let r = daily::compute_day(&mut conn, day)
         .await
         .map_err(|e: CarbonError| ApiError::internal(e))?;
     Ok(HttpResponse::Ok().json(DayRun {
-        day: *day,
+        day,
         facilities: r.facilities,
         metered_facilities: r.metered_facilities,
         already_computed: r.already_computed,
@@ -189,18 +196,20 @@ pub struct MonthRetired {
 
 /// Retire credits against every customer's market-based emissions of the
 /// month holding `day` (rounded up to whole tonnes; topping up, never twice).
-#[utoipa::path(tag = "admin", security(("admin" = [])), params(("day" = NaiveDate, Path, description = "Any day of the month")), responses(
+#[utoipa::path(tag = "admin", security(("admin" = [])), params(("day" = String, Path, description = "Any day of the month, YYYY-MM-DD")), responses(
     (status = 200, description = "Retired", body = MonthRetired),
+    (status = 422, description = "Not a date", body = crate::error::Problem),
 ))]
 #[post("/admin/v1/carbon/months/{day}/retire")]
 pub async fn retire_month(
     staff: Staff,
     state: web::Data<AppState>,
-    day: web::Path<NaiveDate>,
+    day: web::Path<String>,
 ) -> Reply {
     let _ = staff;
+    let day = parse_day(&day)?;
     let mut conn = state.conn().await?;
-    let (retired, shortfall) = report::retire_month(&mut conn, *day)
+    let (retired, shortfall) = report::retire_month(&mut conn, day)
         .await
         .map_err(|e| ApiError::internal(anyhow::anyhow!(e.to_string())))?;
     Ok(HttpResponse::Ok().json(MonthRetired { retired, shortfall }))
