@@ -29,22 +29,84 @@ const POINTS: [&str; 4] = ["claimed", "signed", "sent", "marked"];
 const WITHDRAWALS: usize = 20;
 const KILLS_PER_POINT: usize = 6;
 
-fn run_sender(db: &TestDb, anvil: &Anvil, fault: Option<&str>) -> std::process::Output {
+fn run_sender(
+    db: &TestDb,
+    node_env: &[(&str, String)],
+    fault: Option<&str>,
+) -> std::process::Output {
     let mut cmd = Command::new(WORKERS);
     cmd.args(["run-once", "send_withdrawals"])
         .env("DATABASE_URL", db.url())
         .env("HASHGRID_CHAIN_NETWORK", "regtest")
-        .env("HASHGRID_EVM_RPC", format!("ethereum={}", anvil.url()))
-        .env(
-            "HASHGRID_EVM_HOT_KEYS",
-            format!("ethereum={}", DEV_PRIVATE_KEYS[0]),
-        )
         .env("HASHGRID_WITHDRAWAL_LEASE_SECS", "1")
         .env("RUST_LOG", "warn");
+    for (k, v) in node_env {
+        cmd.env(k, v);
+    }
     if let Some(point) = fault {
         cmd.env("HASHGRID_FAULT_KILL_AT", point);
     }
     cmd.output().unwrap()
+}
+
+/// Runs the sender again and again, killing it at each boundary in turn
+/// until every boundary saw `KILLS_PER_POINT` kills, then without faults
+/// until every withdrawal completed; `mine` adds a block after each run.
+/// Answers the kills per boundary, the runs, and the runs without fault.
+async fn kill_until_done<F, Fut>(
+    db: &TestDb,
+    node_env: &[(&str, String)],
+    mine: F,
+) -> (BTreeMap<&'static str, usize>, usize, usize)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut conn = db.conn().await.unwrap();
+    let mut kills: BTreeMap<&str, usize> = POINTS.iter().map(|p| (*p, 0)).collect();
+    let mut runs = 0;
+    let mut clean_runs = 0;
+    for round in 0..400 {
+        let open: i64 = w::table
+            .filter(w::state.ne("completed"))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        let killing = kills.values().any(|k| *k < KILLS_PER_POINT) && round < 300;
+        if open == 0 && !killing {
+            break;
+        }
+        let fault = killing.then(|| POINTS[round % POINTS.len()]);
+        let out = run_sender(db, node_env, fault);
+        runs += 1;
+        match out.status.signal() {
+            Some(9) => {
+                *kills.get_mut(fault.unwrap()).unwrap() += 1;
+                // Let the killed run's claim lapse (lease 1 s).
+                tokio::time::sleep(Duration::from_millis(1100)).await;
+            }
+            _ => {
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if fault.is_none() {
+                    clean_runs += 1;
+                }
+            }
+        }
+        mine().await;
+    }
+    for point in POINTS {
+        assert!(
+            kills[point] >= KILLS_PER_POINT,
+            "killed at {point} only {} times",
+            kills[point]
+        );
+    }
+    (kills, runs, clean_runs)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -83,53 +145,19 @@ async fn sigkill_at_every_step_boundary_sends_each_withdrawal_exactly_once() {
     }
 
     // Kill at each boundary in turn, then run without faults until done.
-    let mut kills: BTreeMap<&str, usize> = POINTS.iter().map(|p| (*p, 0)).collect();
-    let mut runs = 0;
-    let mut clean_runs = 0;
-    for round in 0..400 {
-        let open: i64 = w::table
-            .filter(w::state.ne("completed"))
-            .count()
-            .get_result(&mut conn)
-            .await
-            .unwrap();
-        let killing = kills.values().any(|k| *k < KILLS_PER_POINT) && round < 300;
-        if open == 0 && !killing {
-            break;
-        }
-        let fault = killing.then(|| POINTS[round % POINTS.len()]);
-        let out = run_sender(&db, &anvil, fault);
-        runs += 1;
-        match out.status.signal() {
-            Some(9) => {
-                *kills.get_mut(fault.unwrap()).unwrap() += 1;
-                // Let the killed run's claim lapse (lease 1 s).
-                tokio::time::sleep(Duration::from_millis(1100)).await;
-            }
-            _ => {
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                if fault.is_none() {
-                    clean_runs += 1;
-                }
-            }
-        }
-        anvil.mine(1).await.unwrap();
-    }
+    let env = [
+        ("HASHGRID_EVM_RPC", format!("ethereum={}", anvil.url())),
+        (
+            "HASHGRID_EVM_HOT_KEYS",
+            format!("ethereum={}", DEV_PRIVATE_KEYS[0]),
+        ),
+    ];
+    let (kills, runs, clean_runs) =
+        kill_until_done(&db, &env, || async { anvil.mine(1).await.unwrap() }).await;
     println!(
-        "withdrawal crash test: {WITHDRAWALS} withdrawals, {runs} runs of the sender, SIGKILLs per step boundary {kills:?}, {clean_runs} runs without fault, {:.1} s",
+        "withdrawal crash test (EVM, anvil): {WITHDRAWALS} withdrawals, {runs} runs of the sender, SIGKILLs per step boundary {kills:?}, {clean_runs} runs without fault, {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    for point in POINTS {
-        assert!(
-            kills[point] >= KILLS_PER_POINT,
-            "killed at {point} only {} times",
-            kills[point]
-        );
-    }
 
     // Every withdrawal completed, signed once, its txid stored.
     let rows: Vec<(uuid::Uuid, String, Option<String>)> = w::table
@@ -199,5 +227,117 @@ async fn sigkill_at_every_step_boundary_sends_each_withdrawal_exactly_once() {
         (account.credits_posted - account.debits_posted).normalize(),
         (Decimal::from(10) - total).normalize()
     );
+    reconciles(&mut conn).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_every_step_boundary_pays_each_bitcoin_like_withdrawal_exactly_once() {
+    use testkit::litecoind::{Litecoind, PAYER};
+    let started = Instant::now();
+    let db = TestDb::new().await.unwrap();
+    let node = Litecoind::start().await.unwrap();
+    let mut conn = db.conn().await.unwrap();
+    confirmations(&mut conn, "bitcoin", 2).await.unwrap();
+    policy(&mut conn, "BTC", "bitcoin", "0.0001", "0.001")
+        .await
+        .unwrap();
+    let (user, email) = customer(&mut conn).await.unwrap();
+    fund(&mut conn, user, Asset::BTC, "bitcoin", "100")
+        .await
+        .unwrap();
+    let mut expected: BTreeMap<uuid::Uuid, (String, String)> = BTreeMap::new();
+    for i in 0..WITHDRAWALS {
+        // Legacy addresses of the payer's wallet: valid bitcoin regtest P2PKH.
+        let to = node
+            .rpc(
+                Some(PAYER),
+                "getnewaddress",
+                serde_json::json!(["", "legacy"]),
+            )
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_owned();
+        allow(&mut conn, user, "bitcoin", &to).await.unwrap();
+        let amount = format!("0.{}", 10 + i); // 0.10 … 0.29
+        let id = approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, &amount)
+            .await
+            .unwrap();
+        expected.insert(id, (to, amount));
+    }
+    let env = [(
+        "HASHGRID_BITCOIN_RPC",
+        format!(
+            "bitcoin=http://{}:{}@127.0.0.1:{}/wallet/hot",
+            node.rpc_user(),
+            node.rpc_password(),
+            node.rpc_port()
+        ),
+    )];
+    let (kills, runs, clean_runs) = kill_until_done(&db, &env, || async {
+        node.mine(1).await.unwrap();
+    })
+    .await;
+    println!(
+        "withdrawal crash test (bitcoin-like, litecoind): {WITHDRAWALS} withdrawals, {runs} runs of the sender, SIGKILLs per step boundary {kills:?}, {clean_runs} runs without fault, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Completed, signed once; on chain exactly one payment per withdrawal:
+    // each address received exactly its amount, from exactly the stored txid.
+    let sends = node
+        .rpc(
+            Some("hot"),
+            "listtransactions",
+            serde_json::json!(["*", 10_000]),
+        )
+        .await
+        .unwrap();
+    for (id, (to, amount)) in &expected {
+        let (state, txid): (String, Option<String>) = w::table
+            .find(id)
+            .select((w::state, w::txid))
+            .first(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(state, "completed", "withdrawal {id}");
+        let signs: i64 = we::table
+            .filter(we::withdrawal_id.eq(id))
+            .filter(we::event.eq("sign"))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(signs, 1, "withdrawal {id} signed once");
+        let received = node
+            .rpc(
+                Some(PAYER),
+                "getreceivedbyaddress",
+                serde_json::json!([to, 1]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            received.to_string().parse::<Decimal>().unwrap(),
+            amount.parse::<Decimal>().unwrap(),
+            "{to}"
+        );
+        let paid: Vec<&str> = sends
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["category"] == "send" && t["address"] == to.as_str())
+            .map(|t| t["txid"].as_str().unwrap())
+            .collect();
+        assert_eq!(paid, vec![txid.unwrap().as_str()], "one payment to {to}");
+    }
+    let settles: i64 = transfers::table
+        .filter(transfers::reference.like("withdrawal:%:settle"))
+        .count()
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(settles, WITHDRAWALS as i64);
     reconciles(&mut conn).await.unwrap();
 }
