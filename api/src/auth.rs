@@ -123,7 +123,7 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         Permission::SettlementsRun,
     ),
     ("GET", "/admin/v1/pool-earnings", Permission::ReportsRead),
-    ("GET", "/admin/v1/carbon/factors", Permission::ReportsRead),
+    ("GET", "/admin/v1/carbon/factors", Permission::CarbonRead),
     ("POST", "/admin/v1/carbon/factors", Permission::CarbonWrite),
     (
         "PUT",
@@ -145,9 +145,9 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
         "/admin/v1/carbon/months/{day}/retire",
         Permission::CarbonWrite,
     ),
-    ("GET", "/admin/v1/carbon/report", Permission::ReportsRead),
+    ("GET", "/admin/v1/carbon/report", Permission::CarbonRead),
     ("POST", "/admin/v1/carbon/credits", Permission::CarbonWrite),
-    ("GET", "/admin/v1/carbon/credits", Permission::ReportsRead),
+    ("GET", "/admin/v1/carbon/credits", Permission::CarbonRead),
     (
         "POST",
         "/admin/v1/carbon/retirements",
@@ -156,7 +156,7 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
     (
         "GET",
         "/admin/v1/carbon/retirements",
-        Permission::ReportsRead,
+        Permission::CarbonRead,
     ),
     (
         "POST",
@@ -166,7 +166,7 @@ pub const ADMIN_ROUTES: &[(&str, &str, Permission)] = &[
     (
         "GET",
         "/admin/v1/carbon/certificates",
-        Permission::ReportsRead,
+        Permission::CarbonRead,
     ),
 ];
 

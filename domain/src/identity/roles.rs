@@ -52,6 +52,7 @@ impl Role {
                     | P::SettlementsRun
                     | P::WithdrawalsApprove
                     | P::CatalogRead
+                    | P::CarbonRead
             ),
             R::Compliance => matches!(
                 p,
@@ -61,6 +62,7 @@ impl Role {
                     | P::ReportsRead
                     | P::WithdrawalsApprove
                     | P::CatalogRead
+                    | P::CarbonRead
             ),
             R::Operations => matches!(
                 p,
@@ -69,6 +71,7 @@ impl Role {
                     | P::PricesWrite
                     | P::SettlementsRun
                     | P::CarbonWrite
+                    | P::CarbonRead
                     | P::PartnersRead
             ),
         }
@@ -92,6 +95,8 @@ pub enum Permission {
     SettlementsRun,
     WithdrawalsApprove,
     CarbonWrite,
+    /// Read carbon data: factors, certificates, credits, retirements, the report.
+    CarbonRead,
 }
 
 impl Permission {
