@@ -168,6 +168,12 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
         .await
         .unwrap();
     sender.run_once(&db.pool()).await.unwrap();
+    let txid = withdrawals::get(&mut conn, first)
+        .await
+        .unwrap()
+        .txid
+        .unwrap();
+    bsc.wait_receipt(&txid).await.unwrap();
     bsc.mine(1).await.unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(steps, vec![(first, Step::Moved(State::Completed))]);
@@ -197,6 +203,10 @@ async fn stablecoin_withdrawals_on_a_second_chain_standing_for_bsc_and_a_revert_
     bsc.mine(1).await.unwrap();
     bsc.set_automine(true).await.unwrap();
     bsc.mine(1).await.unwrap();
+    for id in [second, third] {
+        let txid = withdrawals::get(&mut conn, id).await.unwrap().txid.unwrap();
+        bsc.wait_receipt(&txid).await.unwrap();
+    }
     let steps: BTreeMap<_, _> = sender
         .run_once(&db.pool())
         .await
