@@ -311,6 +311,24 @@ pub async fn demo_catalog(conn: &mut AsyncPgConnection) -> Result<(), SeedError>
             .execute(conn)
             .await?;
     }
+    // Each site's grid region for the emission factors (no renewable
+    // contract: without certificates nothing may be claimed as covered).
+    for (name, grid) in [
+        ("Permian Basin 1", "USA-Texas-ERCOT"),
+        ("Fjord Hydro", "Norway"),
+        ("Itaipu West", "Paraguay"),
+        ("Ekibastuz Scrypt", "Kazakhstan"),
+    ] {
+        diesel::sql_query(
+            "INSERT INTO facility_energy (facility_id, grid_region, renewable_share_pct, updated_by) \
+             SELECT id, $2, 0, 'seed' FROM facilities WHERE name = $1 \
+             ON CONFLICT (facility_id) DO NOTHING",
+        )
+        .bind::<diesel::sql_types::Text, _>(name)
+        .bind::<diesel::sql_types::Text, _>(grid)
+        .execute(conn)
+        .await?;
+    }
     let facility =
         async |conn: &mut AsyncPgConnection, name: &str| -> Result<uuid::Uuid, SeedError> {
             Ok(facilities::table

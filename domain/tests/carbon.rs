@@ -338,3 +338,32 @@ async fn certificates_cover_the_renewable_share_and_retired_credits_support_a_ne
     assert_eq!(rep.renewable_share_pct, dec!(50));
     assert_eq!(rep.credits_retired_tonnes, 1);
 }
+
+#[tokio::test]
+async fn every_demo_facility_has_a_grid_region_with_a_factor() {
+    use domain::schema::facilities;
+    let db = TestDb::new().await.unwrap();
+    let mut conn = db.conn().await.unwrap();
+    domain::seed::demo_catalog(&mut conn).await.unwrap();
+    let ids: Vec<Uuid> = facilities::table
+        .select(facilities::id)
+        .load(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 4);
+    for id in ids {
+        let p = meter::profile(&mut conn, id)
+            .await
+            .unwrap()
+            .expect("a profile");
+        let f = factors::factor_for(
+            &mut conn,
+            &p.grid_region,
+            Basis::Location,
+            day("2026-11-20"),
+        )
+        .await
+        .unwrap();
+        assert!(f.is_some(), "{}", p.grid_region);
+    }
+}
