@@ -472,15 +472,17 @@ pub struct WaitingTotal {
     pub amount: Decimal,
 }
 
-/// Withdrawals that are approved but waiting (hot wallet short, node
-/// unreachable), with totals per asset-network: what to top up.
+/// Withdrawals the sender could not move on (hot wallet short, node
+/// unreachable, a transaction the node refuses), with why and totals per
+/// asset-network: what to top up or look into.
 #[utoipa::path(tag = "admin", security(("admin" = [])), responses(
     (status = 200, description = "The report", body = WaitingReport),
 ))]
 #[get("/admin/v1/withdrawals/waiting")]
 pub async fn admin_waiting(_staff: Staff, state: web::Data<AppState>) -> Reply {
     let mut conn = state.conn().await?;
-    let rows = withdrawals::list_queue(&mut conn, Some(State::Approved), 500)
+    // Every open withdrawal (approved, or signed/broadcast and stuck).
+    let rows = withdrawals::list_queue(&mut conn, None, 500)
         .await
         .map_err(withdrawal_error)?;
     let waiting: Vec<Withdrawal> = rows

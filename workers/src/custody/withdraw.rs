@@ -164,6 +164,8 @@ impl Sender {
                 Step::Moved(s) if s.is_final() => {}
                 Step::Retry(why) => {
                     tracing::warn!(withdrawal = %id, network = %self.network, why, "withdrawal retried later");
+                    // Shown in the admin report until the next transition clears it.
+                    withdrawals::set_waiting(&mut conn, id, &self.worker, why).await?;
                     withdrawals::release(&mut conn, id, &self.worker).await?;
                 }
                 _ => withdrawals::release(&mut conn, id, &self.worker).await?,
