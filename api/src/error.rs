@@ -206,6 +206,28 @@ impl From<LedgerError> for ApiError {
     }
 }
 
+impl From<domain::settlement::engine::SettlementError> for ApiError {
+    /// One mapping for every route that settles or imports: a missing import
+    /// is 404, a state that forbids it now 409, inputs that cannot be
+    /// allocated 422 (an unknown coin names the field `coin`).
+    fn from(e: domain::settlement::engine::SettlementError) -> Self {
+        use domain::settlement::engine::SettlementError as S;
+        match &e {
+            S::UnknownEarning => ApiError::not_found("pool earnings import"),
+            S::FixingMissing(..) | S::Superseded | S::CorrectionOfSettledDay => {
+                ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
+            }
+            S::UnknownCoin(_) => ApiError::field("coin", e.code(), e.to_string()),
+            S::Allocation(_) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string())
+            }
+            S::Ledger(_) | S::Database(_) | S::Interrupted => {
+                ApiError::internal(anyhow::anyhow!("{e}"))
+            }
+        }
+    }
+}
+
 impl From<domain::identity::service::IdentityError> for ApiError {
     fn from(e: domain::identity::service::IdentityError) -> Self {
         use domain::identity::service::IdentityError as I;

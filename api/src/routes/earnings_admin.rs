@@ -16,7 +16,7 @@ use chrono::NaiveDate;
 use diesel_async::AsyncConnection;
 use domain::identity::audit::{self, AuditEntry};
 use domain::settlement::earnings::{self, EarningError, NewEarning, NewEarningInput, PoolEarning};
-use domain::settlement::engine::{self, EarningInput, SettlementError};
+use domain::settlement::engine::{self, EarningInput};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
@@ -216,7 +216,7 @@ async fn dry_run(state: &AppState, batch: Vec<NewEarning>, csv: bool) -> Reply {
         },
     )
     .await
-    .map_err(settlement_error)?;
+    .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(DryRun {
         earning,
         allocation: Some(serde_json::to_value(plan).map_err(ApiError::internal)?),
@@ -225,22 +225,6 @@ async fn dry_run(state: &AppState, batch: Vec<NewEarning>, csv: bool) -> Reply {
 
 /// The engine's refusal of a dry run: a missing fixing is a state to fix
 /// first (409), an unknown coin the input's fault (422).
-fn settlement_error(e: SettlementError) -> ApiError {
-    match &e {
-        SettlementError::FixingMissing(..)
-        | SettlementError::Superseded
-        | SettlementError::CorrectionOfSettledDay
-        | SettlementError::Allocation(_) => {
-            ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string())
-        }
-        SettlementError::UnknownCoin(_) => ApiError::field("coin", e.code(), e.to_string()),
-        SettlementError::UnknownEarning => ApiError::not_found("pool earnings import"),
-        SettlementError::Ledger(_)
-        | SettlementError::Database(_)
-        | SettlementError::Interrupted => ApiError::internal(e),
-    }
-}
-
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EarningsQuery {

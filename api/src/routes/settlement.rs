@@ -2,7 +2,6 @@
 //! customer's view of it: per-day earnings of a contract and a tax-ready
 //! statement.
 
-use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{NaiveDate, Utc};
 use diesel::prelude::*;
@@ -20,19 +19,6 @@ use crate::routes::List;
 use crate::state::AppState;
 
 type Reply = Result<HttpResponse, actix_web::Error>;
-
-fn settlement_error(e: engine::SettlementError) -> ApiError {
-    use engine::SettlementError as S;
-    let status = match &e {
-        S::UnknownEarning => StatusCode::NOT_FOUND,
-        S::FixingMissing(..) | S::Superseded | S::CorrectionOfSettledDay => StatusCode::CONFLICT,
-        S::UnknownCoin(_) | S::Allocation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        S::Ledger(_) | S::Database(_) | S::Interrupted => {
-            return ApiError::internal(anyhow::anyhow!("{e}"));
-        }
-    };
-    ApiError::new(status, e.code(), e.to_string())
-}
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -98,7 +84,7 @@ pub async fn run_day(
     {
         engine::settle(&mut conn, id)
             .await
-            .map_err(settlement_error)?;
+            .map_err(ApiError::from)?;
     }
     let settlements = engine::list(&mut conn, Some(day), 1000)
         .await
