@@ -27,13 +27,7 @@ pub struct CarbonQuery {
 }
 
 fn check(q: &CarbonQuery) -> Result<bool, ApiError> {
-    if q.to < q.from || (q.to - q.from).num_days() > 366 {
-        return Err(ApiError::field(
-            "to",
-            "invalid_range",
-            "to must be on or after from, at most 366 days later",
-        ));
-    }
+    crate::routes::check_day_range(q.from, q.to)?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(false),
         "csv" => Ok(true),

@@ -166,8 +166,7 @@ pub struct DayRun {
     (status = 422, description = "Not a date, or a day not over yet", body = crate::error::Problem),
 ))]
 #[post("/admin/v1/carbon/days/{day}/run")]
-pub async fn run_day(staff: Staff, state: web::Data<AppState>, day: web::Path<String>) -> Reply {
-    let _ = staff;
+pub async fn run_day(_staff: Staff, state: web::Data<AppState>, day: web::Path<String>) -> Reply {
     let day = parse_day(&day)?;
     if day >= chrono::Utc::now().date_naive() {
         return Err(ApiError::field("day", "not_over", "only days that are over").into());
@@ -202,11 +201,10 @@ pub struct MonthRetired {
 ))]
 #[post("/admin/v1/carbon/months/{day}/retire")]
 pub async fn retire_month(
-    staff: Staff,
+    _staff: Staff,
     state: web::Data<AppState>,
     day: web::Path<String>,
 ) -> Reply {
-    let _ = staff;
     let day = parse_day(&day)?;
     let mut conn = state.conn().await?;
     let (retired, shortfall) = report::retire_month(&mut conn, day)

@@ -31,3 +31,19 @@ pub struct List<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
 }
+
+/// A statement's days, `from` to `to` inclusive: in order, at most 366 days
+/// apart; otherwise a 422 naming `to`.
+pub fn check_day_range(
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<(), crate::error::ApiError> {
+    if to < from || (to - from).num_days() > 366 {
+        return Err(crate::error::ApiError::field(
+            "to",
+            "invalid_range",
+            "to must be on or after from, at most 366 days later",
+        ));
+    }
+    Ok(())
+}

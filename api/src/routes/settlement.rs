@@ -225,14 +225,7 @@ pub async fn statement(
     q: web::Query<StatementQuery>,
 ) -> Reply {
     use domain::schema::{contracts as c, settlement_lines as l, settlements as s};
-    if q.to < q.from || (q.to - q.from).num_days() > 366 {
-        return Err(ApiError::field(
-            "to",
-            "invalid_range",
-            "to must be on or after from, at most 366 days later",
-        )
-        .into());
-    }
+    crate::routes::check_day_range(q.from, q.to)?;
     let format = q.format.as_deref().unwrap_or("json");
     if format != "json" && format != "csv" {
         return Err(ApiError::field("format", "invalid", "csv or json").into());

@@ -5,9 +5,9 @@
 //! per (contract, day) and per (facility, day). Running a day again computes
 //! only the facilities not computed yet.
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Date, Timestamptz, Uuid as SqlUuid};
+use diesel::sql_types::{Date, Text, Timestamptz, Uuid as SqlUuid};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
@@ -19,6 +19,7 @@ use super::meter::{self, MeterError};
 use super::{certificates, certificates::CertificateError};
 use crate::schema::{carbon_days as cd, carbon_facility_days as cfd, facilities};
 use crate::settlement::allocation;
+use crate::settlement::engine::day_bounds;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CarbonError {
@@ -46,11 +47,6 @@ pub struct DayReport {
     pub contract_days: usize,
     /// Facilities that could not be computed, and why (the run retries them).
     pub errors: Vec<String>,
-}
-
-fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
-    let start = day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    (start, start + TimeDelta::days(1))
 }
 
 #[derive(QueryableByName)]
@@ -130,8 +126,8 @@ pub async fn compute_facility_day(
 ) -> Result<Option<FacilityDay>, CarbonError> {
     conn.transaction(async |c| {
         // One computation of a facility-day at a time.
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<BigInt, _>(lock_key(facility_id, day))
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind::<Text, _>(format!("carbon:{facility_id}:{day}"))
             .execute(c)
             .await?;
         let done: i64 = cfd::table
@@ -188,13 +184,13 @@ pub async fn compute_facility_day(
         let seconds: Vec<u32> = running
             .iter()
             .map(|r| {
-                let stop = r.ended_at.map_or(r.ends_at, |t| t.min(r.ends_at));
-                let suspended: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = if r.suspended {
-                    r.suspended_at.map(|s| (s, None)).into_iter().collect()
-                } else {
-                    Vec::new()
-                };
-                allocation::active_seconds(start, r.starts_at, stop.min(end), &suspended)
+                allocation::contract_seconds(
+                    start,
+                    r.starts_at,
+                    r.ends_at,
+                    r.ended_at,
+                    r.suspended_at.filter(|_| r.suspended),
+                )
             })
             .collect();
         let meter_kwh = meter::day_total(c, facility_id, day).await?;
@@ -296,11 +292,4 @@ pub async fn compute_facility_day(
         }))
     })
     .await
-}
-
-fn lock_key(facility_id: Uuid, day: NaiveDate) -> i64 {
-    let b = facility_id.as_bytes();
-    let mut k = [0u8; 8];
-    k.copy_from_slice(&b[..8]);
-    i64::from_le_bytes(k) ^ i64::from(day.num_days_from_ce()) ^ 0x6361_7262_6f6e
 }

@@ -17,7 +17,7 @@
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
-use crate::money::split_largest_remainder;
+use crate::money::{split_largest_remainder, units_to_decimal};
 
 pub const SECONDS_PER_DAY: u32 = 86_400;
 /// kWh are stored with this many decimals (Wh).
@@ -101,9 +101,7 @@ pub fn share_meter(
     } else {
         split_largest_remainder(total, &claim)
     };
-    let kwh = |units: u128| {
-        Decimal::from_i128_with_scale(i128::try_from(units).unwrap_or(0), KWH_DP).normalize()
-    };
+    let kwh = |wh: u128| units_to_decimal(wh, KWH_DP).unwrap_or_default().normalize();
     let mut out: Vec<Decimal> = shares.iter().map(|u| kwh(*u)).collect();
     let rest = out.pop().unwrap_or_default();
     Ok((out, rest))
@@ -144,7 +142,7 @@ pub fn share_covered(covered_kwh: Decimal, kwhs: &[Decimal]) -> Vec<Decimal> {
     let shares = split_largest_remainder(covered, &claims);
     shares
         .into_iter()
-        .map(|u| Decimal::from_i128_with_scale(i128::try_from(u).unwrap_or(0), KWH_DP).normalize())
+        .map(|wh| units_to_decimal(wh, KWH_DP).unwrap_or_default().normalize())
         .collect()
 }
 

@@ -307,6 +307,22 @@ pub fn fee_units(
         .ok_or(AllocationError::Overflow("fee"))
 }
 
+/// Seconds a contract ran on the day starting at `day_start`: from its start
+/// to its end or earlier termination (`ended_at`), less a suspension still
+/// running since `suspended_since`. Settlement and carbon both count this.
+pub fn contract_seconds(
+    day_start: DateTime<Utc>,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    ended_at: Option<DateTime<Utc>>,
+    suspended_since: Option<DateTime<Utc>>,
+) -> u32 {
+    let end = ended_at.map_or(ends_at, |t| t.min(ends_at));
+    let suspended: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> =
+        suspended_since.map(|s| (s, None)).into_iter().collect();
+    active_seconds(day_start, starts_at, end, &suspended)
+}
+
 /// Seconds of the day [day_start, day_start + 1 day) during which a contract
 /// running over [starts_at, ends_at) was not suspended.
 ///

@@ -211,7 +211,8 @@ pub struct Plan {
     pub inputs: serde_json::Value,
 }
 
-fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+/// The UTC day [00:00, next 00:00).
+pub(crate) fn day_bounds(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
     let start = day.and_time(NaiveTime::MIN).and_utc();
     (start, start + Duration::days(1))
 }
@@ -400,14 +401,13 @@ async fn compute(
         .await?;
         while let Some(c) = rows.try_next().await? {
             // Ended early (terminated) or suspended: those hours earn nothing.
-            let end = c.ended_at.map_or(c.ends_at, |t| t.min(c.ends_at));
-            let suspended: Vec<(DateTime<Utc>, Option<DateTime<Utc>>)> = if c.suspended {
-                c.suspended_at.map(|s| (s, None)).into_iter().collect()
-            } else {
-                Vec::new()
-            };
-            let seconds =
-                allocation::active_seconds(day_start, c.starts_at, end.min(day_end), &suspended);
+            let seconds = allocation::contract_seconds(
+                day_start,
+                c.starts_at,
+                c.ends_at,
+                c.ended_at,
+                c.suspended_at.filter(|_| c.suspended),
+            );
             let fee = match fees.get(&c.fee_usd) {
                 Some(f) => *f,
                 None => {
