@@ -7,13 +7,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::custody::deposits::{
     self, DepositsError, Observation, Observed, OutputKind, OutputRef,
 };
-use domain::identity::store;
 use domain::ledger::{self, AccountKind, NewTransfer, Owner, TransferKind};
 use domain::money::{Amount, Asset, Network, Sign};
 use domain::schema::{audit_log, deposit_addresses, transfers};
@@ -22,23 +20,9 @@ use rust_decimal_macros::dec;
 use testkit::TestDb;
 use uuid::Uuid;
 
+/// A verified customer (testkit's fixture), its id.
 async fn customer(conn: &mut AsyncPgConnection) -> Uuid {
-    store::insert_user(
-        conn,
-        &store::NewUser {
-            id: Uuid::now_v7(),
-            email: &format!("d-{}@example.com", Uuid::new_v4().simple()),
-            password_hash: "x",
-            country: "DE",
-            role: None,
-            partner_id: None,
-            email_verified_at: Some(Utc::now()),
-            must_change_password: false,
-        },
-    )
-    .await
-    .unwrap()
-    .id
+    testkit::custody::customer(conn).await.unwrap().0
 }
 
 /// Gives `user` a deposit address on `network` (as the api would).

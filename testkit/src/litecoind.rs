@@ -256,8 +256,19 @@ impl Litecoind {
 
     /// A new bech32 (`rltc1…`) receiving address of `wallet`.
     pub async fn new_address(&self, wallet: &str) -> anyhow::Result<String> {
+        self.address_of_type(wallet, "bech32").await
+    }
+
+    /// A new legacy (P2PKH, version 0x6f: `m…`/`n…`) address of `wallet`,
+    /// which is also a valid bitcoin regtest address — what the platform
+    /// validates when litecoind stands for the `bitcoin` network.
+    pub async fn new_legacy_address(&self, wallet: &str) -> anyhow::Result<String> {
+        self.address_of_type(wallet, "legacy").await
+    }
+
+    async fn address_of_type(&self, wallet: &str, kind: &str) -> anyhow::Result<String> {
         let v = self
-            .rpc(Some(wallet), "getnewaddress", json!(["", "bech32"]))
+            .rpc(Some(wallet), "getnewaddress", json!(["", kind]))
             .await?;
         v.as_str()
             .map(str::to_owned)

@@ -246,17 +246,7 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
         .unwrap();
     // A legacy (P2PKH, version 0x6f) address: valid on litecoin regtest and
     // as a bitcoin regtest address, which is what the platform validates.
-    let to = node
-        .rpc(
-            Some(PAYER),
-            "getnewaddress",
-            serde_json::json!(["", "legacy"]),
-        )
-        .await
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let to = node.new_legacy_address(PAYER).await.unwrap();
     allow(&mut conn, user, "bitcoin", &to).await.unwrap();
     let sender = Sender::bitcoin(
         &BitcoinNode {
@@ -310,23 +300,8 @@ async fn a_bitcoin_like_withdrawal_goes_through_the_node_wallet_and_waits_when_t
             .iter()
             .any(|w| w.id == big && w.waiting_reason.is_some())
     );
-    let hot_address = node
-        .rpc(
-            Some("hot"),
-            "getnewaddress",
-            serde_json::json!(["", "legacy"]),
-        )
-        .await
-        .unwrap();
-    node.mine(0).await.unwrap();
     // Mining to the hot wallet tops it up (50 per block, spendable after 100).
-    node.rpc(
-        None,
-        "generatetoaddress",
-        serde_json::json!([102, hot_address]),
-    )
-    .await
-    .unwrap();
+    node.mine(102).await.unwrap();
     let steps = sender.run_once(&db.pool()).await.unwrap();
     assert_eq!(steps, vec![(big, Step::Moved(State::Broadcast))]);
     let (_, waiting, _) = state_of(&db, big).await;

@@ -17,13 +17,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use domain::custody::address::NetworkKind;
 use domain::custody::deposit::{self, DepositKeys};
 use domain::custody::deposits::{self, Deposit, OutputKind};
-use domain::identity::store;
 use domain::ledger::{self, AccountKind, Owner};
 use domain::money::{Asset, Network};
 use domain::schema::{networks, transfers};
@@ -53,23 +51,9 @@ fn the_job_fits_the_registry() {
     assert_eq!(registry.kinds(), vec![SCAN_DEPOSITS_JOB.to_owned()]);
 }
 
+/// A verified customer (testkit's fixture), its id.
 async fn customer(conn: &mut AsyncPgConnection) -> Uuid {
-    store::insert_user(
-        conn,
-        &store::NewUser {
-            id: Uuid::now_v7(),
-            email: &format!("dep-{}@example.com", Uuid::new_v4().simple()),
-            password_hash: "x",
-            country: "DE",
-            role: None,
-            partner_id: None,
-            email_verified_at: Some(Utc::now()),
-            must_change_password: false,
-        },
-    )
-    .await
-    .unwrap()
-    .id
+    testkit::custody::customer(conn).await.unwrap().0
 }
 
 /// The customer's deposit address on `network`, derived as the api does.

@@ -248,17 +248,7 @@ async fn sigkill_at_every_step_boundary_pays_each_bitcoin_like_withdrawal_exactl
     let mut expected: BTreeMap<uuid::Uuid, (String, String)> = BTreeMap::new();
     for i in 0..WITHDRAWALS {
         // Legacy addresses of the payer's wallet: valid bitcoin regtest P2PKH.
-        let to = node
-            .rpc(
-                Some(PAYER),
-                "getnewaddress",
-                serde_json::json!(["", "legacy"]),
-            )
-            .await
-            .unwrap()
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let to = node.new_legacy_address(PAYER).await.unwrap();
         allow(&mut conn, user, "bitcoin", &to).await.unwrap();
         let amount = format!("0.{}", 10 + i); // 0.10 … 0.29
         let id = approved_withdrawal(&mut conn, user, &email, "BTC", "bitcoin", &to, &amount)
